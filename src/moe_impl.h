@@ -148,7 +148,8 @@ void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, const i
 /* Solve (A + lambda I) X = B for symmetric positive semi-definite A (n x n,
  * row-major, untouched) and B (n x nrhs, overwritten by X). lambda starts at
  * ridge * mean(diag A) (or ridge when the diagonal is zero) and is raised
- * tenfold until the Cholesky factorisation succeeds. work holds n*n doubles.
+ * tenfold until the Cholesky factorisation succeeds. work holds n*(n+nrhs)
+ * doubles.
  * Returns the lambda used (>= 0), or -1 if no ridge helped. */
 double moe_solve_spd(const double *a, size_t n, double *b, size_t nrhs, double ridge,
                      double *work);
