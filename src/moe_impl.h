@@ -154,4 +154,156 @@ void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, const i
 double moe_solve_spd(const double *a, size_t n, double *b, size_t nrhs, double ridge,
                      double *work);
 
+/* ---- the forward pass over a block of rows (forward.c) ------------------ */
+
+/* Rows per block in every pass: big enough for BLAS level 3, small enough
+ * that a block's workspace stays in cache. */
+#define MOE_BLOCK_ROWS 256
+
+/* Workspace of one thread for one block of up to MOE_BLOCK_ROWS rows. All
+ * matrices are row-major with the block's rows first. */
+typedef struct moe_block {
+    double *ze;     /* [nb x ed]  standardised expert design, intercept first */
+    double *zg;     /* [nb x gd]  standardised gate design */
+    double *gl;     /* [nb x gate_rows] gate logits, then log-softmax per gate */
+    double *lp;     /* [nb x n_nodes] log prior of every node (gates, then leaves) */
+    double *eo;     /* [nb x K*R] expert outputs: means (R = P) or logits (R = C),
+                       then log-softmax per expert for classification */
+    double *ld;     /* [nb x K]  log-density of the target under each expert */
+    double *post;   /* [nb x n_nodes] posterior of every node */
+    double *tgt;    /* [nb x P]  standardised targets */
+    double *ll;     /* [nb] log-likelihood of each row (standardised scale) */
+    double *scr;    /* scratch, see moe_block_scratch_size() */
+} moe_block;
+
+/* Node bookkeeping derived from the tree: node ids are gates 0..G-1
+ * (breadth-first) then leaves G..G+K-1. child0[g] is gate g's first child id,
+ * grow[g] the row of gate g's first child in the stacked gate coefficients. */
+typedef struct moe_nodes {
+    size_t n_nodes;
+    size_t gate_rows;
+    size_t *child0;  /* [G] */
+    size_t *grow;    /* [G] */
+} moe_nodes;
+
+moe_status moe_nodes_init(moe_nodes *nd, const moe_model *m);
+void moe_nodes_free(moe_nodes *nd);
+
+size_t moe_block_scratch_size(const moe_model *m);
+/* Allocate a block workspace (NULL-safe free with moe_block_free). */
+moe_status moe_block_alloc(moe_block *b, const moe_model *m, const moe_nodes *nd);
+void moe_block_free(moe_block *b);
+
+/* Standardise rows [0, nb) of x (leading dimension ld) into ze/zg, and
+ * compute the gate log-softmaxes and every node's log prior (lp). */
+void moe_block_gates(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
+                     const double *x, size_t ld);
+
+/* Expert outputs for the block: eo (means on the standardised scale, or
+ * per-expert log class probabilities). Needs ze from moe_block_gates. */
+void moe_block_experts(const moe_model *m, moe_block *b, size_t nb);
+
+/* Log-density of each row's target under each expert (ld), the row's
+ * log-likelihood (ll) and the posterior of every node (post). Regression
+ * targets come from y (ld_y), standardised into tgt; classification from
+ * labels. Needs moe_block_gates and moe_block_experts. */
+void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
+                         const double *y, size_t ld_y, const int32_t *labels);
+
+/* ---- EM: statistics and M-step (estep.c, mstep.c, softmax_step.c) ------- */
+
+/* Parameters of the multinomial Newton systems above which only the
+ * Boehning bound is used (its matrix is a d x d Gram instead of a
+ * ((C-1) d)^2 Hessian). */
+#define MOE_NEWTON_MAX_PARAMS 160
+
+typedef struct moe_fit moe_fit;
+
+/* One Newton (or Boehning bound) ascent step for a weighted multinomial
+ * logistic regression with reference class 0, from accumulated statistics:
+ *   v     C x d coefficients (row 0 stays zero), updated in place
+ *   grad  (C-1) x d gradient of the weighted log-likelihood
+ *   gram  d x d  sum_i w_i z_i z_i^T (upper triangle filled at least)
+ *   hess  ((C-1) d)^2 negative Hessian or NULL (bound step only)
+ * damp < MOE_DAMP_GUARANTEED: the Newton step times 2^-damp, unchecked
+ * (EM checks the log-likelihood and retries with more damping).
+ * damp >= MOE_DAMP_GUARANTEED, or hess == NULL: a step accepted only where
+ * Boehning's quadratic minoriser (Boehning 1992: -Hessian <= 1/2 (I -
+ * 11'/C) (x) sum w z z') guarantees that the objective does not decrease.
+ * work: see moe_softmax_work_size.
+ * Returns the guaranteed increase (>= 0), or -1 on a numerical failure
+ * (v unchanged). */
+#define MOE_DAMP_GUARANTEED 6
+double moe_softmax_step(double *v, size_t C, size_t d, const double *grad, const double *gram,
+                        const double *hess, double ridge, int damp, double *work);
+size_t moe_softmax_work_size(size_t C, size_t d);
+
+/* Weighted multinomial statistics of one block (added to grad, gram, hess):
+ * rows i < nb with design z (nb x d), weights w (nb), targets t (nb x C,
+ * each row summing to 1 where w > 0), probabilities p (nb x C, ld_p). hess
+ * may be NULL. scratch holds nb * (C + d) doubles. */
+void moe_softmax_accumulate(size_t nb, size_t C, size_t d, const double *z, const double *w,
+                            const double *t, size_t ld_t, const double *p, size_t ld_p,
+                            double *grad, double *gram, double *hess, double *scratch);
+
+/* The state of one EM fit: the data, the current parameters, the layout of
+ * the sufficient statistics and the workspaces (em.c creates it). */
+struct moe_fit {
+    const moe_dataset *data;
+    moe_model *m;              /* current parameters (standardised scale) */
+    moe_nodes nd;
+    size_t n_rows;
+    int n_threads;
+    size_t n_blocks, n_slabs;  /* slabs: fixed groups of blocks, summed in order */
+
+    /* Statistics layout (offsets into one array of stat_size doubles):
+     *   [0] weighted log-likelihood (standardised scale), [1] entropy EN,
+     *   esw[K]  posterior weight of each expert,
+     *   regression: eg[K][(ed+P)^2]  Gram of [z, t] weighted by w h_k;
+     *   classification: egrad[K][(C-1)ed], egram[K][ed^2], ehess[K][((C-1)ed)^2];
+     *   gate g: ggrad[g], ggram[g], ghess[g] (ghess only when Newton is used). */
+    size_t off_esw, off_eg, off_egrad, off_egram, off_ehess;
+    size_t *off_ggrad, *off_ggram, *off_ghess; /* [G]; off_ghess SIZE_MAX = bound only */
+    int e_newton;
+    size_t stat_size;
+    double *slab;              /* [n_slabs x stat_size] */
+    double *stats;             /* [stat_size] the sums, in slab order */
+    double *stats_prev;        /* [stat_size] statistics of the last accepted parameters */
+    moe_block *blocks;         /* [n_threads] */
+
+    /* Initialisation pass: responsibilities replace the E-step's posteriors. */
+    int init_mode;             /* 0 none, 1 random (init_seed), 2 labels */
+    uint64_t init_seed;
+    const int32_t *init_labels;
+
+    double ridge, var_floor, min_support;
+    unsigned char *frozen;     /* [K] expert frozen for lack of support */
+    unsigned char *floored;    /* [K] a variance sits at the floor */
+    double *work;              /* M-step workspace */
+    size_t work_size;
+
+    moe_event *events;
+    size_t n_events, cap_events;
+    int iter;                  /* EM iterations done in the current run */
+};
+
+/* Create / free the fit state for a model shape and data set. */
+moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_dataset *data,
+                          const moe_train_params *params);
+void moe_fit_free(moe_fit *f);
+
+/* One pass over the data: posteriors under f->m and the sufficient
+ * statistics into f->stats. Returns the log-likelihood (standardised scale). */
+double moe_fit_pass(moe_fit *f);
+
+/* The M-step from f->stats: updates f->m (and records events). damp: the
+ * damping level of the softmax steps (see moe_softmax_step). */
+void moe_fit_mstep(moe_fit *f, int damp);
+
+/* Record an event of the current run. */
+void moe_fit_event(moe_fit *f, moe_event_kind kind, int expert, int column, double value);
+
+/* k-means labels for initialisation (init.c): labels[n_rows] in 0..K-1. */
+moe_status moe_kmeans_labels(const moe_fit *f, uint64_t seed, int32_t *labels);
+
 #endif /* MOE_IMPL_H */

@@ -56,4 +56,58 @@ static inline const char *check_data_dir(void) {
     return d && *d ? d : "tests/data";
 }
 
+
+/* A numeric CSV fixture: header names and an n_rows x n_cols row-major
+ * matrix. Tests only: the library's CSV reader is tested on its own. */
+typedef struct check_csv {
+    size_t n_rows, n_cols;
+    char names[64][64];
+    double *v;
+} check_csv;
+
+static inline int check_csv_read(const char *path, check_csv *out) {
+    FILE *fp = fopen(path, "r");
+    if (!fp) return -1;
+    char line[4096];
+    memset(out, 0, sizeof *out);
+    if (!fgets(line, sizeof line, fp)) { fclose(fp); return -1; }
+    for (char *tok = strtok(line, ",\r\n"); tok && out->n_cols < 64; tok = strtok(NULL, ",\r\n")) {
+        if (*tok == '"') tok++;
+        size_t l = strlen(tok);
+        if (l && tok[l - 1] == '"') tok[l - 1] = 0;
+        snprintf(out->names[out->n_cols++], 64, "%s", tok);
+    }
+    size_t cap = 1024;
+    out->v = malloc(cap * out->n_cols * sizeof(double));
+    while (out->v && fgets(line, sizeof line, fp)) {
+        if (out->n_rows == cap) {
+            cap *= 2;
+            double *nv = realloc(out->v, cap * out->n_cols * sizeof(double));
+            if (!nv) { free(out->v); out->v = NULL; break; }
+            out->v = nv;
+        }
+        char *s = line;
+        for (size_t j = 0; j < out->n_cols; j++) {
+            out->v[out->n_rows * out->n_cols + j] = strtod(s, &s);
+            if (*s == ',') s++;
+        }
+        out->n_rows++;
+    }
+    fclose(fp);
+    return out->v ? 0 : -1;
+}
+
+static inline int check_csv_col(const check_csv *c, const char *name) {
+    for (size_t j = 0; j < c->n_cols; j++)
+        if (strcmp(c->names[j], name) == 0) return (int)j;
+    return -1;
+}
+
+/* EM's trace never decreases by more than rel * |l|. */
+static inline int check_monotone(const double *tr, size_t n, double rel) {
+    for (size_t i = 1; i < n; i++)
+        if (tr[i] < tr[i - 1] - rel * fabs(tr[i - 1])) return (int)i;
+    return 0;
+}
+
 #endif

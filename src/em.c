@@ -1,0 +1,568 @@
+/*
+ * em.c -- training: parameters, data checks, standardisation, the EM loop,
+ * restarts (with flexmix-style short runs) and model selection.
+ *
+ * EM (Dempster, Laird & Rubin 1977) for the HME (Jordan & Jacobs 1994):
+ * each iteration is one pass over the data (moe_fit_pass: E-step and
+ * statistics) and one M-step from the statistics (moe_fit_mstep). The
+ * log-likelihood of the parameters the pass saw is known at the end of the
+ * pass, so the returned model is always the one whose log-likelihood is
+ * reported. A decrease beyond rounding (which the M-step rules out in exact
+ * arithmetic) restores the previous parameters, is recorded as an event and
+ * stops the run.
+ */
+#include "moe_impl.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+moe_train_params moe_train_params_default(void) {
+    moe_train_params p;
+    memset(&p, 0, sizeof p);
+    p.task = MOE_TASK_REGRESSION;
+    p.tree.n_levels = 1;
+    p.tree.branching[0] = 2;
+    p.variance = MOE_VARIANCE_DIAG;
+    p.n_expert_cols = MOE_ALL_COLS;
+    p.n_gate_cols = MOE_ALL_COLS;
+    p.init = MOE_INIT_KMEANS;
+    p.n_restarts = 1;
+    p.seed = 1;
+    p.max_iter = 500;
+    p.tol = 1e-8;
+    p.short_iter = 0;
+    p.n_threads = 0;
+    p.var_floor = 1e-6;
+    p.ridge = 1e-10;
+    p.min_support = -1.0;
+    p.support_policy = MOE_SUPPORT_POLICY_KEEP;
+    return p;
+}
+
+#define INVALID(...) moe_err(err, MOE_STATUS_INVALID_ARGUMENT, __VA_ARGS__)
+
+static moe_status check_cols(const char *what, size_t n, const size_t *cols, size_t n_cols,
+                             moe_error *err) {
+    if (n == MOE_ALL_COLS) return MOE_STATUS_OK;
+    if (n > 0 && !cols) return INVALID("%s: %zu columns but no column list", what, n);
+    for (size_t j = 0; j < n; j++) {
+        if (n_cols != (size_t)-1 && cols[j] >= n_cols)
+            return INVALID("%s: column index %zu out of range (the data has %zu columns)", what,
+                           cols[j], n_cols);
+        for (size_t l = 0; l < j; l++)
+            if (cols[l] == cols[j]) return INVALID("%s: column %zu listed twice", what, cols[j]);
+    }
+    return MOE_STATUS_OK;
+}
+
+moe_status moe_train_params_check(const moe_train_params *p, const moe_dataset *d,
+                                  moe_error *err) {
+    if (!p) return INVALID("no parameters");
+    if (p->task != MOE_TASK_REGRESSION && p->task != MOE_TASK_CLASSIFICATION)
+        return INVALID("task: unknown value %d", (int)p->task);
+    if (p->variance < MOE_VARIANCE_ISO || p->variance > MOE_VARIANCE_FULL)
+        return INVALID("variance: unknown value %d", (int)p->variance);
+    if (p->init != MOE_INIT_RANDOM && p->init != MOE_INIT_KMEANS)
+        return INVALID("init: unknown value %d", (int)p->init);
+    char buf[128];
+    moe_tree_shape_format(&p->tree, buf, sizeof buf);
+    moe_error tmp;
+    moe_tree_shape copy = p->tree;
+    if (p->tree.n_levels == 0 || p->tree.n_levels > MOE_MAX_DEPTH ||
+        moe_tree_shape_parse(buf, &copy, &tmp) != MOE_STATUS_OK)
+        return INVALID("tree: invalid shape '%s'", buf);
+    if (p->n_restarts < 1 || p->n_restarts > 100000)
+        return INVALID("restarts: %d is out of range (1..100000)", p->n_restarts);
+    if (p->max_iter < 0 || p->max_iter > 100000000)
+        return INVALID("max_iter: %d is out of range (0..1e8)", p->max_iter);
+    if (!(p->tol >= 0.0) || !isfinite(p->tol)) return INVALID("tol: %g must be >= 0", p->tol);
+    if (p->short_iter < 0) return INVALID("short_iter: %d must be >= 0", p->short_iter);
+    if (p->n_threads < 0 || p->n_threads > 4096)
+        return INVALID("threads: %d is out of range (0..4096)", p->n_threads);
+    if (!(p->var_floor > 0.0) || !(p->var_floor < 1.0))
+        return INVALID("var_floor: %g must be in (0, 1)", p->var_floor);
+    if (!(p->ridge >= 0.0) || !(p->ridge < 1.0))
+        return INVALID("ridge: %g must be in [0, 1)", p->ridge);
+    if (!(p->min_support == -1.0 || (p->min_support >= 0.0 && isfinite(p->min_support))))
+        return INVALID("min_support: %g must be >= 0 (or -1 for the default)", p->min_support);
+    if (p->support_policy != MOE_SUPPORT_POLICY_KEEP)
+        return INVALID("support_policy: unknown value %d", (int)p->support_policy);
+    size_t nc = d ? d->n_cols : (size_t)-1;
+    moe_status st = check_cols("expert columns", p->n_expert_cols, p->expert_cols, nc, err);
+    if (st == MOE_STATUS_OK) st = check_cols("gate columns", p->n_gate_cols, p->gate_cols, nc, err);
+    if (st != MOE_STATUS_OK || !d) return st;
+    if (!d->x && d->n_cols > 0) return INVALID("data: no input matrix");
+    if (d->ld_x < d->n_cols) return INVALID("data: ld_x %zu < n_cols %zu", d->ld_x, d->n_cols);
+    if (p->task == MOE_TASK_REGRESSION) {
+        if (d->n_outputs < 1 || !d->y) return INVALID("regression needs targets (y, n_outputs >= 1)");
+        if (d->ld_y < d->n_outputs) return INVALID("data: ld_y %zu < n_outputs %zu", d->ld_y, d->n_outputs);
+        if (d->n_outputs > 1024) return INVALID("data: %zu outputs (at most 1024)", d->n_outputs);
+    } else {
+        if (d->n_classes < 2 || !d->labels)
+            return INVALID("classification needs labels and n_classes >= 2 (got %zu)", d->n_classes);
+        if (d->n_classes > 100000) return INVALID("data: %zu classes (at most 100000)", d->n_classes);
+    }
+    return MOE_STATUS_OK;
+}
+
+/* Every value the fit reads must be finite; labels in range; weights >= 0. */
+static moe_status check_data(const moe_dataset *d, const moe_model *m, moe_error *err,
+                             double *sum_w, size_t *n_used) {
+    double sw = 0.0;
+    size_t used = 0;
+    for (size_t i = 0; i < d->n_rows; i++) {
+        const double *x = d->x + i * d->ld_x;
+        for (size_t j = 0; j < m->n_ecols + m->n_gcols; j++) {
+            size_t c = j < m->n_ecols ? m->ecols[j] : m->gcols[j - m->n_ecols];
+            if (!isfinite(x[c]))
+                return moe_err_at(err, MOE_STATUS_DATA, NULL, i + 1, c + 1,
+                                  "row %zu, column %zu: input is %g (not finite)", i + 1, c + 1, x[c]);
+        }
+        if (m->task == MOE_TASK_REGRESSION) {
+            for (size_t p = 0; p < m->n_out; p++)
+                if (!isfinite(d->y[i * d->ld_y + p]))
+                    return moe_err_at(err, MOE_STATUS_DATA, NULL, i + 1, 0,
+                                      "row %zu: target %zu is %g (not finite)", i + 1, p + 1,
+                                      d->y[i * d->ld_y + p]);
+        } else if (d->labels[i] < 0 || (size_t)d->labels[i] >= m->n_cls) {
+            return moe_err_at(err, MOE_STATUS_DATA, NULL, i + 1, 0,
+                              "row %zu: class label %d outside 0..%zu", i + 1, (int)d->labels[i],
+                              m->n_cls - 1);
+        }
+        double w = d->weights ? d->weights[i] : 1.0;
+        if (!(w >= 0.0) || !isfinite(w))
+            return moe_err_at(err, MOE_STATUS_DATA, NULL, i + 1, 0,
+                              "row %zu: case weight %g (must be finite and >= 0)", i + 1, w);
+        sw += w;
+        used += w > 0.0;
+    }
+    *sum_w = sw;
+    *n_used = used;
+    return MOE_STATUS_OK;
+}
+
+/* Weighted means and standard deviations of the used columns and targets,
+ * computed in two passes for accuracy. A constant column keeps scale 1 (its
+ * standardised value is 0) and is reported. */
+static void standardise(const moe_dataset *d, moe_model *m, double sw, moe_fit *f) {
+    size_t N = d->n_rows;
+    unsigned char *used = calloc(m->n_cols + 1, 1);
+    for (size_t j = 0; j < m->n_ecols; j++) if (used) used[m->ecols[j]] = 1;
+    for (size_t j = 0; j < m->n_gcols; j++) if (used) used[m->gcols[j]] = 1;
+    for (size_t c = 0; c < m->n_cols; c++) {
+        m->x_mean[c] = 0.0;
+        m->x_scale[c] = 1.0;
+        if (used && !used[c]) continue;
+        double s = 0.0, v = 0.0;
+        for (size_t i = 0; i < N; i++) s += (d->weights ? d->weights[i] : 1.0) * d->x[i * d->ld_x + c];
+        double mu = s / sw;
+        for (size_t i = 0; i < N; i++) {
+            double e = d->x[i * d->ld_x + c] - mu;
+            v += (d->weights ? d->weights[i] : 1.0) * e * e;
+        }
+        double sd = sqrt(v / sw);
+        m->x_mean[c] = mu;
+        if (sd > 1e-12 * (fabs(mu) + 1e-300) && sd > 0.0 && isfinite(sd)) {
+            m->x_scale[c] = sd;
+        } else {
+            moe_log(MOE_LOG_LEVEL_WARN, "input column %zu is constant (%g): it carries no information",
+                    c + 1, mu);
+            moe_fit_event(f, MOE_EVENT_KIND_CONSTANT_COLUMN, -1, (int)c, mu);
+        }
+    }
+    free(used);
+    for (size_t p = 0; p < m->n_out; p++) {
+        double s = 0.0, v = 0.0;
+        for (size_t i = 0; i < N; i++) s += (d->weights ? d->weights[i] : 1.0) * d->y[i * d->ld_y + p];
+        double mu = s / sw;
+        for (size_t i = 0; i < N; i++) {
+            double e = d->y[i * d->ld_y + p] - mu;
+            v += (d->weights ? d->weights[i] : 1.0) * e * e;
+        }
+        double sd = sqrt(v / sw);
+        m->y_mean[p] = mu;
+        m->y_scale[p] = sd > 1e-12 * (fabs(mu) + 1e-300) && sd > 0.0 && isfinite(sd) ? sd : 1.0;
+    }
+}
+
+/* ---- one EM run -------------------------------------------------------------- */
+
+typedef struct run_state {
+    moe_model *m;          /* parameters */
+    double *trace;         /* log-likelihood per iteration, original scale */
+    size_t n_trace, cap_trace;
+    moe_event *events;
+    size_t n_events;
+    unsigned char *frozen, *floored;
+    int iter;
+    int converged;
+    int stopped;           /* not monotone: stop */
+    double loglik;         /* standardised scale */
+    double entropy;
+} run_state;
+
+static void run_state_free(run_state *r) {
+    moe_model_free(r->m);
+    free(r->trace);
+    free(r->events);
+    free(r->frozen);
+    free(r->floored);
+    memset(r, 0, sizeof *r);
+}
+
+static int trace_push(run_state *r, double v) {
+    if (r->n_trace == r->cap_trace) {
+        size_t cap = r->cap_trace ? 2 * r->cap_trace : 64;
+        double *t = realloc(r->trace, cap * sizeof *t);
+        if (!t) return -1;
+        r->trace = t;
+        r->cap_trace = cap;
+    }
+    r->trace[r->n_trace++] = v;
+    return 0;
+}
+
+/* Copy the fit's current parameters and bookkeeping into a run state
+ * (its trace and counters stay as they are). */
+static moe_status snapshot(const moe_fit *f, run_state *r) {
+    size_t K = f->m->n_leaves;
+    moe_model *c = moe_model_clone(f->m);
+    unsigned char *fr = malloc(K), *fl = malloc(K);
+    moe_event *ev = malloc((f->n_events + 1) * sizeof *ev);
+    if (!c || !fr || !fl || !ev) {
+        moe_model_free(c);
+        free(fr);
+        free(fl);
+        free(ev);
+        return MOE_STATUS_NO_MEMORY;
+    }
+    memcpy(fr, f->frozen, K);
+    memcpy(fl, f->floored, K);
+    memcpy(ev, f->events, f->n_events * sizeof *ev);
+    moe_model_free(r->m);
+    free(r->frozen);
+    free(r->floored);
+    free(r->events);
+    r->m = c;
+    r->frozen = fr;
+    r->floored = fl;
+    r->events = ev;
+    r->n_events = f->n_events;
+    return MOE_STATUS_OK;
+}
+
+/* Load a run state back into the fit (to continue it). */
+static moe_status restore(moe_fit *f, const run_state *r) {
+    moe_model *m = f->m;
+    size_t K = m->n_leaves, P = m->n_out;
+    size_t grows = moe_tree_layout(&m->tree, m->gd, NULL, NULL);
+    memcpy(m->gate_coef, r->m->gate_coef, grows * m->gd * sizeof(double));
+    memcpy(m->coef, r->m->coef, K * m->coef_rows * m->ed * sizeof(double));
+    memcpy(m->cov, r->m->cov, K * P * P * sizeof(double));
+    moe_model_refresh_chol(m);
+    memcpy(f->frozen, r->frozen, K);
+    memcpy(f->floored, r->floored, K);
+    if (r->n_events > f->cap_events) {
+        moe_event *e = realloc(f->events, r->n_events * sizeof *e);
+        if (!e) return MOE_STATUS_NO_MEMORY;
+        f->events = e;
+        f->cap_events = r->n_events;
+    }
+    memcpy(f->events, r->events, r->n_events * sizeof *f->events);
+    f->n_events = r->n_events;
+    f->iter = r->iter;
+    return MOE_STATUS_OK;
+}
+
+/* Reset parameters and run the initialisation pass + M-step. */
+static void initialise(moe_fit *f, moe_init how, uint64_t seed, int32_t *labels) {
+    moe_model *m = f->m;
+    size_t K = m->n_leaves, P = m->n_out;
+    size_t grows = moe_tree_layout(&m->tree, m->gd, NULL, NULL);
+    memset(m->gate_coef, 0, grows * m->gd * sizeof(double));
+    memset(m->coef, 0, K * m->coef_rows * m->ed * sizeof(double));
+    memset(m->cov, 0, K * P * P * sizeof(double));
+    for (size_t k = 0; k < K; k++)
+        for (size_t p = 0; p < P; p++) m->cov[(k * P + p) * P + p] = 1.0;
+    moe_model_refresh_chol(m);
+    memset(f->frozen, 0, K);
+    memset(f->floored, 0, K);
+    f->iter = 0;
+    if (how == MOE_INIT_KMEANS && labels && moe_kmeans_labels(f, seed, labels) == MOE_STATUS_OK) {
+        f->init_mode = 2;
+        f->init_labels = labels;
+    } else {
+        f->init_mode = 1;
+        f->init_seed = seed;
+    }
+    moe_fit_pass(f);
+    f->init_mode = 0;
+    moe_fit_mstep(f, 0);
+}
+
+/* Run EM from the fit's current parameters until convergence, the
+ * iteration cap `until` (total iterations of the run), a decrease or a
+ * cancellation. r->trace continues.
+ *
+ * The softmax M-steps start as plain Newton steps. When the next pass finds
+ * the log-likelihood lower, the previous parameters and statistics come
+ * back and the step is retried with half the length, down to a step that
+ * Boehning's bound guarantees (moe_softmax_step); so the log-likelihood
+ * never decreases while most iterations cost one pass. */
+static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double ll_shift,
+                         const moe_train_params *p, int restart, int short_run) {
+    int damp = 0;
+    for (;;) {
+        double ll = moe_fit_pass(f);
+        double llo = ll + ll_shift;
+        if (r->n_trace > 0) {
+            double prev = r->trace[r->n_trace - 1];
+            if (!(llo >= prev - 1e-12 * fabs(prev))) {
+                moe_status st = restore(f, r);
+                if (st != MOE_STATUS_OK) return st;
+                memcpy(f->stats, f->stats_prev, f->stat_size * sizeof(double));
+                if (damp < MOE_DAMP_GUARANTEED) {
+                    damp++;
+                    moe_fit_mstep(f, damp);
+                    f->iter++;
+                    continue;
+                }
+                /* Even the guaranteed step lost: rounding at the optimum. */
+                moe_log(MOE_LOG_LEVEL_WARN,
+                        "log-likelihood decreased at iteration %d (%.17g -> %.17g): keeping the "
+                        "previous parameters and stopping",
+                        f->iter, prev, llo);
+                moe_fit_event(f, MOE_EVENT_KIND_NOT_MONOTONE, -1, -1, llo - prev);
+                r->stopped = 1;
+                r->entropy = f->stats[1];
+                return snapshot(f, r);
+            }
+        }
+        damp = 0;
+        if (trace_push(r, llo) != 0) return MOE_STATUS_NO_MEMORY;
+        r->loglik = ll;
+        r->entropy = f->stats[1];
+        r->iter = f->iter;
+        double delta = r->n_trace > 1 ? llo - r->trace[r->n_trace - 2] : NAN;
+        if (p->on_iter) {
+            moe_iter_info info = {restart, p->n_restarts, f->iter, llo, delta, short_run};
+            if (p->on_iter(&info, p->user_data)) return MOE_STATUS_CANCELLED;
+        }
+        if (tol > 0.0 && r->n_trace > 1 && fabs(delta) <= tol * fabs(llo)) {
+            r->converged = 1;
+            break;
+        }
+        if (f->iter >= until) break;
+        /* Keep the parameters and statistics behind this log-likelihood in
+         * case the next step lowers it. */
+        moe_status st = snapshot(f, r);
+        if (st != MOE_STATUS_OK) return st;
+        memcpy(f->stats_prev, f->stats, f->stat_size * sizeof(double));
+        moe_fit_mstep(f, 0);
+        f->iter++;
+    }
+    return snapshot(f, r);
+}
+
+/* ---- training ------------------------------------------------------------------ */
+
+static moe_status make_template(const moe_dataset *d, const moe_train_params *p, moe_model **out) {
+    moe_model t;
+    memset(&t, 0, sizeof t);
+    t.task = p->task;
+    t.variance = p->variance;
+    t.tree = p->tree;
+    t.n_cols = d->n_cols;
+    t.n_out = d->n_outputs;
+    t.n_cls = d->n_classes;
+    size_t *all = malloc((d->n_cols + 1) * sizeof(size_t));
+    if (!all) return MOE_STATUS_NO_MEMORY;
+    for (size_t j = 0; j < d->n_cols; j++) all[j] = j;
+    const size_t *ec = p->n_expert_cols == MOE_ALL_COLS ? all : p->expert_cols;
+    const size_t *gc = p->n_gate_cols == MOE_ALL_COLS ? all : p->gate_cols;
+    t.n_ecols = p->n_expert_cols == MOE_ALL_COLS ? d->n_cols : p->n_expert_cols;
+    t.n_gcols = p->n_gate_cols == MOE_ALL_COLS ? d->n_cols : p->n_gate_cols;
+    *out = moe_model_alloc(&t, ec, gc);
+    free(all);
+    return *out ? MOE_STATUS_OK : MOE_STATUS_NO_MEMORY;
+}
+
+static uint64_t restart_seed(uint64_t seed, int r) {
+    uint64_t z = seed + 0x9e3779b97f4a7c15ULL * (uint64_t)(r + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+moe_status moe_train(const moe_dataset *data, const moe_train_params *p, moe_model **out,
+                     moe_error *err) {
+    if (!out) return INVALID("no output pointer");
+    *out = NULL;
+    if (!data) return INVALID("no data");
+    moe_status st = moe_train_params_check(p, data, err);
+    if (st != MOE_STATUS_OK) return st;
+    moe_model *m = NULL;
+    moe_fit *f = NULL;
+    int32_t *labels = NULL;
+    run_state best, cur;
+    memset(&best, 0, sizeof best);
+    memset(&cur, 0, sizeof cur);
+    double sw = 0.0;
+    size_t used = 0;
+
+    if (data->n_rows == 0) return moe_err(err, MOE_STATUS_DATA, "no rows to train on");
+    st = make_template(data, p, &m);
+    if (st != MOE_STATUS_OK) goto fail;
+    st = check_data(data, m, err, &sw, &used);
+    if (st != MOE_STATUS_OK) goto fail;
+    if (!(sw > 0.0)) {
+        st = moe_err(err, MOE_STATUS_DATA, "all case weights are zero");
+        goto fail;
+    }
+    size_t df = moe_model_df(m);
+    if (used <= df) {
+        st = moe_err(err, MOE_STATUS_DATA,
+                     "%zu rows (of positive weight) but the model has %zu free parameters: "
+                     "use fewer experts or inputs, or more data",
+                     used, df);
+        goto fail;
+    }
+    st = moe_fit_create(&f, m, data, p);
+    if (st != MOE_STATUS_OK) goto fail;
+    standardise(data, m, sw, f);
+    if (m->task == MOE_TASK_CLASSIFICATION) {
+        double *cnt = calloc(m->n_cls, sizeof *cnt);
+        if (!cnt) {
+            st = MOE_STATUS_NO_MEMORY;
+            goto fail;
+        }
+        for (size_t i = 0; i < data->n_rows; i++)
+            cnt[data->labels[i]] += data->weights ? data->weights[i] : 1.0;
+        for (size_t c = 0; c < m->n_cls; c++)
+            if (cnt[c] == 0.0) {
+                moe_log(MOE_LOG_LEVEL_WARN,
+                        "class %zu has no rows: its probability will be driven towards 0", c);
+                moe_fit_event(f, MOE_EVENT_KIND_ABSENT_CLASS, -1, (int)c, 0.0);
+            }
+        free(cnt);
+    }
+    size_t n_pre = f->n_events; /* data events belong to every run */
+    moe_event pre[64];
+    if (n_pre > 64) n_pre = 64;
+    memcpy(pre, f->events, n_pre * sizeof *pre);
+
+    double shift = 0.0;
+    for (size_t q = 0; q < m->n_out; q++) shift -= sw * log(m->y_scale[q]);
+    labels = malloc((data->n_rows + 1) * sizeof *labels);
+    if (!labels) {
+        st = MOE_STATUS_NO_MEMORY;
+        goto fail;
+    }
+
+    int best_r = -1;
+    int first_until = p->short_iter > 0 && p->short_iter < p->max_iter ? p->short_iter : p->max_iter;
+    double first_tol = p->tol;
+    for (int r = 0; r < p->n_restarts; r++) {
+        moe_init how = (r % 2 == 0) ? p->init : (p->init == MOE_INIT_KMEANS ? MOE_INIT_RANDOM : MOE_INIT_KMEANS);
+        memcpy(f->events, pre, n_pre * sizeof *pre);
+        f->n_events = n_pre;
+        run_state_free(&cur);
+        initialise(f, how, restart_seed(p->seed, r), labels);
+        st = run_em(f, &cur, first_until, first_tol, shift, p, r, first_until < p->max_iter);
+        if (st != MOE_STATUS_OK) goto fail;
+        double l = cur.trace[cur.n_trace - 1];
+        if (best_r < 0 || l > best.trace[best.n_trace - 1]) {
+            run_state tmp = best;
+            best = cur;
+            cur = tmp;
+            best_r = r;
+        }
+    }
+    if (first_until < p->max_iter && !best.converged && !best.stopped) {
+        /* Continue the best short run to convergence. */
+        st = restore(f, &best);
+        if (st == MOE_STATUS_OK) st = run_em(f, &best, p->max_iter, p->tol, shift, p, best_r, 0);
+        if (st != MOE_STATUS_OK) goto fail;
+    }
+
+    /* The winner becomes the model. */
+    moe_model *res = best.m;
+    best.m = NULL;
+    moe_fit_report *rep = &res->report;
+    memset(rep, 0, sizeof *rep);
+    rep->loglik = best.trace[best.n_trace - 1];
+    rep->df = df;
+    rep->entropy = best.entropy;
+    rep->aic = -2.0 * rep->loglik + 2.0 * (double)df;
+    rep->bic = -2.0 * rep->loglik + (double)df * log(sw);
+    rep->icl = rep->bic + 2.0 * rep->entropy;
+    rep->n_rows = used;
+    rep->sum_weights = sw;
+    rep->iterations = best.iter;
+    rep->converged = best.converged;
+    rep->n_restarts = p->n_restarts;
+    rep->best_restart = best_r;
+    rep->n_events = best.n_events;
+    free(res->events);
+    res->events = best.events;
+    best.events = NULL;
+    free(res->trace);
+    res->trace = best.trace;
+    res->n_trace = best.n_trace;
+    best.trace = NULL;
+    *out = res;
+    st = MOE_STATUS_OK;
+fail:
+    run_state_free(&best);
+    run_state_free(&cur);
+    moe_fit_free(f);
+    moe_model_free(m);
+    free(labels);
+    return st;
+}
+
+moe_status moe_select(const moe_dataset *data, const moe_train_params *params,
+                      const moe_tree_shape *shapes, size_t n_shapes, moe_criterion criterion,
+                      moe_model **out, double *scores, moe_error *err) {
+    if (!out || !params || !shapes || n_shapes == 0) return INVALID("select: nothing to fit");
+    if (criterion < MOE_CRITERION_BIC || criterion > MOE_CRITERION_ICL)
+        return INVALID("select: unknown criterion %d", (int)criterion);
+    *out = NULL;
+    moe_model *best = NULL;
+    double best_score = INFINITY;
+    moe_status last = MOE_STATUS_OK;
+    for (size_t s = 0; s < n_shapes; s++) {
+        moe_train_params p = *params;
+        p.tree = shapes[s];
+        moe_model *m = NULL;
+        moe_status st = moe_train(data, &p, &m, err);
+        if (scores) scores[s] = NAN;
+        if (st != MOE_STATUS_OK) {
+            if (st == MOE_STATUS_NO_MEMORY || st == MOE_STATUS_CANCELLED) {
+                moe_model_free(best);
+                return st;
+            }
+            char buf[64];
+            moe_tree_shape_format(&shapes[s], buf, sizeof buf);
+            moe_log(MOE_LOG_LEVEL_WARN, "select: shape %s failed: %s", buf,
+                    err ? err->message : moe_status_str(st));
+            last = st;
+            continue;
+        }
+        double v = criterion == MOE_CRITERION_BIC   ? m->report.bic
+                   : criterion == MOE_CRITERION_AIC ? m->report.aic
+                                                    : m->report.icl;
+        if (scores) scores[s] = v;
+        if (v < best_score) {
+            moe_model_free(best);
+            best = m;
+            best_score = v;
+        } else {
+            moe_model_free(m);
+        }
+    }
+    if (!best) return last != MOE_STATUS_OK ? last : MOE_STATUS_DATA;
+    *out = best;
+    return MOE_STATUS_OK;
+}

@@ -1,0 +1,158 @@
+/*
+ * estep.c -- one pass over the data: the E-step and the accumulation of
+ * every sufficient statistic the M-step needs (DESIGN.md, "one pass").
+ *
+ * Per block of rows: gates and experts (forward.c), posteriors, then
+ *   - Gaussian expert k: the Gram matrix of [z, t] weighted by w h_k, one
+ *     DSYRK on rows scaled by sqrt(w h_k); it holds sum w h z z', sum w h z t'
+ *     and sum w h t t' at once;
+ *   - multinomial expert k: gradient, Gram and (small problems) Hessian of
+ *     its h_k-weighted log-likelihood;
+ *   - gate g: the same for its children's conditional posteriors, weighted
+ *     by the posterior of g (Jordan & Jacobs 1994, eq. 26-27).
+ */
+#include "moe_impl.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+#include <omp.h>
+
+/* Responsibilities of the initialisation pass replace the posteriors. */
+static void init_posteriors(const moe_fit *f, moe_block *b, size_t r0, size_t nb) {
+    const moe_model *m = f->m;
+    size_t K = m->n_leaves, NN = f->nd.n_nodes, G = m->n_gates;
+    for (size_t i = 0; i < nb; i++) {
+        double *h = b->post + i * NN + G;
+        if (f->init_mode == 1) {
+            /* Uniform on the simplex (Dirichlet(1)): normalised exponentials
+             * from a generator seeded by the row, so no thread order matters. */
+            moe_rng rng;
+            moe_rng_seed(&rng, f->init_seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(r0 + i + 1)));
+            double s = 0.0;
+            for (size_t k = 0; k < K; k++) s += (h[k] = moe_rng_exp(&rng));
+            for (size_t k = 0; k < K; k++) h[k] /= s;
+        } else {
+            /* A hard cluster, softened so that every expert starts with
+             * some support. */
+            const double eps = 0.1;
+            for (size_t k = 0; k < K; k++) h[k] = eps / (double)K;
+            h[f->init_labels[r0 + i]] += 1.0 - eps;
+        }
+        double *post = b->post + i * NN;
+        for (size_t g = G; g-- > 0;) {
+            double s = 0.0;
+            for (size_t c = 0; c < m->gate_nch[g]; c++) s += post[f->nd.child0[g] + c];
+            post[g] = s;
+        }
+    }
+}
+
+static void accumulate_block(const moe_fit *f, moe_block *b, size_t r0, size_t nb, double *st) {
+    const moe_model *m = f->m;
+    const moe_dataset *d = f->data;
+    size_t K = m->n_leaves, P = m->n_out, C = m->n_cls, ed = m->ed, gd = m->gd;
+    size_t NN = f->nd.n_nodes, G = m->n_gates, GR = f->nd.gate_rows;
+    size_t cmax = C, dmax = ed > gd ? ed : gd;
+    for (size_t g = 0; g < G; g++)
+        if (m->gate_nch[g] > cmax) cmax = m->gate_nch[g];
+    double *w = b->scr;
+    double *t = w + MOE_BLOCK_ROWS;
+    double *p = t + MOE_BLOCK_ROWS * cmax;
+    double *acc = p + MOE_BLOCK_ROWS * cmax;
+    double *S = acc + MOE_BLOCK_ROWS * (cmax + dmax);
+    (void)dmax;
+
+    const double *wt = d->weights ? d->weights + r0 : NULL;
+    double ll = 0.0, ent = 0.0;
+    for (size_t i = 0; i < nb; i++) {
+        double wi = wt ? wt[i] : 1.0;
+        if (wi == 0.0) continue;
+        ll += wi * b->ll[i];
+        const double *h = b->post + i * NN + G;
+        double e = 0.0;
+        for (size_t k = 0; k < K; k++)
+            if (h[k] > 0.0) e -= h[k] * log(h[k]);
+        ent += wi * e;
+    }
+    st[0] += ll;
+    st[1] += ent;
+
+    /* Experts. */
+    for (size_t k = 0; k < K; k++) {
+        double sw = 0.0;
+        for (size_t i = 0; i < nb; i++) {
+            w[i] = (wt ? wt[i] : 1.0) * b->post[i * NN + G + k];
+            sw += w[i];
+        }
+        st[f->off_esw + k] += sw;
+        if (sw == 0.0) continue;
+        if (m->task == MOE_TASK_REGRESSION) {
+            size_t q = ed + P;
+            for (size_t i = 0; i < nb; i++) {
+                double s = sqrt(w[i]);
+                for (size_t j = 0; j < ed; j++) S[i * q + j] = s * b->ze[i * ed + j];
+                for (size_t j = 0; j < P; j++) S[i * q + ed + j] = s * b->tgt[i * P + j];
+            }
+            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)q, (int)nb, 1.0, S, (int)q,
+                        1.0, st + f->off_eg + k * q * q, (int)q);
+        } else {
+            size_t n = (C - 1) * ed;
+            for (size_t i = 0; i < nb; i++) {
+                const double *lq = b->eo + (i * K + k) * C;
+                for (size_t c = 0; c < C; c++) {
+                    p[i * C + c] = exp(lq[c]);
+                    t[i * C + c] = 0.0;
+                }
+                t[i * C + (size_t)d->labels[r0 + i]] = 1.0;
+            }
+            moe_softmax_accumulate(nb, C, ed, b->ze, w, t, C, p, C, st + f->off_egrad + k * n,
+                                   st + f->off_egram + k * ed * ed,
+                                   f->e_newton ? st + f->off_ehess + k * n * n : NULL, acc);
+        }
+    }
+
+    /* Gates: children's conditional posteriors, weighted by the node's. */
+    for (size_t g = 0; g < G; g++) {
+        size_t nc = m->gate_nch[g], c0 = f->nd.child0[g], gr = f->nd.grow[g];
+        for (size_t i = 0; i < nb; i++) {
+            const double *post = b->post + i * NN;
+            double hg = post[g];
+            w[i] = (wt ? wt[i] : 1.0) * hg;
+            for (size_t c = 0; c < nc; c++) {
+                p[i * nc + c] = exp(b->gl[i * GR + gr + c]);
+                t[i * nc + c] = hg > 0.0 ? post[c0 + c] / hg : p[i * nc + c];
+            }
+        }
+        moe_softmax_accumulate(nb, nc, gd, b->zg, w, t, nc, p, nc, st + f->off_ggrad[g],
+                               st + f->off_ggram[g],
+                               f->off_ghess[g] == SIZE_MAX ? NULL : st + f->off_ghess[g], acc);
+    }
+}
+
+double moe_fit_pass(moe_fit *f) {
+    const moe_dataset *d = f->data;
+    size_t S = f->n_slabs, NB = f->n_blocks, N = f->n_rows;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(f->n_threads)
+    for (size_t s = 0; s < S; s++) {
+        moe_block *b = &f->blocks[omp_get_thread_num()];
+        double *st = f->slab + s * f->stat_size;
+        memset(st, 0, f->stat_size * sizeof(double));
+        for (size_t blk = s * NB / S; blk < (s + 1) * NB / S; blk++) {
+            size_t r0 = blk * MOE_BLOCK_ROWS;
+            size_t nb = N - r0 < MOE_BLOCK_ROWS ? N - r0 : MOE_BLOCK_ROWS;
+            moe_block_gates(f->m, &f->nd, b, nb, d->x + r0 * d->ld_x, d->ld_x);
+            moe_block_experts(f->m, b, nb);
+            moe_block_posterior(f->m, &f->nd, b, nb, d->y ? d->y + r0 * d->ld_y : NULL, d->ld_y,
+                                d->labels ? d->labels + r0 : NULL);
+            if (f->init_mode) init_posteriors(f, b, r0, nb);
+            accumulate_block(f, b, r0, nb, st);
+        }
+    }
+    memcpy(f->stats, f->slab, f->stat_size * sizeof(double));
+    for (size_t s = 1; s < S; s++) {
+        const double *st = f->slab + s * f->stat_size;
+        for (size_t j = 0; j < f->stat_size; j++) f->stats[j] += st[j];
+    }
+    return f->stats[0];
+}

@@ -1,0 +1,147 @@
+/*
+ * fit.c -- the state of one EM fit: the layout of the sufficient
+ * statistics, the per-thread block workspaces and the event log.
+ *
+ * Determinism: rows are cut into fixed blocks of MOE_BLOCK_ROWS and the
+ * blocks into a fixed number of slabs that depends on the data and the
+ * model only -- never on the thread count. Each slab accumulates its own
+ * statistics in row order and the slabs are added in slab order, so the
+ * fitted model is bit-for-bit the same for any number of threads.
+ */
+#include "moe_impl.h"
+
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Slabs: at most this many, and at most this many bytes of statistics. */
+#define MAX_SLABS 16
+#define SLAB_BUDGET_BYTES ((size_t)128 << 20)
+
+moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_dataset *data,
+                          const moe_train_params *params) {
+    moe_fit *f = calloc(1, sizeof *f);
+    *out = NULL;
+    if (!f) return MOE_STATUS_NO_MEMORY;
+    f->data = data;
+    f->m = m;
+    f->n_rows = data->n_rows;
+    if (moe_nodes_init(&f->nd, m) != MOE_STATUS_OK) goto oom;
+    size_t K = m->n_leaves, P = m->n_out, C = m->n_cls, ed = m->ed, gd = m->gd;
+    size_t G = m->n_gates;
+
+    size_t off = 2;
+    f->off_esw = off;
+    off += K;
+    if (m->task == MOE_TASK_REGRESSION) {
+        f->off_eg = off;
+        off += K * (ed + P) * (ed + P);
+    } else {
+        size_t n = (C - 1) * ed;
+        f->e_newton = n <= MOE_NEWTON_MAX_PARAMS;
+        f->off_egrad = off;
+        off += K * n;
+        f->off_egram = off;
+        off += K * ed * ed;
+        f->off_ehess = off;
+        if (f->e_newton) off += K * n * n;
+    }
+    f->off_ggrad = calloc(G + 1, sizeof(size_t));
+    f->off_ggram = calloc(G + 1, sizeof(size_t));
+    f->off_ghess = calloc(G + 1, sizeof(size_t));
+    if (!f->off_ggrad || !f->off_ggram || !f->off_ghess) goto oom;
+    size_t wmax = 0;
+    for (size_t g = 0; g < G; g++) {
+        size_t b = m->gate_nch[g], n = (b - 1) * gd;
+        f->off_ggrad[g] = off;
+        off += n;
+        f->off_ggram[g] = off;
+        off += gd * gd;
+        if (n <= MOE_NEWTON_MAX_PARAMS) {
+            f->off_ghess[g] = off;
+            off += n * n;
+        } else {
+            f->off_ghess[g] = SIZE_MAX;
+        }
+        size_t w = moe_softmax_work_size(b, gd);
+        if (w > wmax) wmax = w;
+    }
+    f->stat_size = off;
+
+    f->n_blocks = (f->n_rows + MOE_BLOCK_ROWS - 1) / MOE_BLOCK_ROWS;
+    size_t by_budget = SLAB_BUDGET_BYTES / (f->stat_size * sizeof(double));
+    f->n_slabs = f->n_blocks < MAX_SLABS ? f->n_blocks : MAX_SLABS;
+    if (f->n_slabs > by_budget) f->n_slabs = by_budget;
+    if (f->n_slabs == 0) f->n_slabs = 1;
+
+    int nt = params->n_threads > 0 ? params->n_threads : omp_get_max_threads();
+    if (nt < 1) nt = 1;
+    if ((size_t)nt > f->n_slabs) nt = (int)f->n_slabs;
+    f->n_threads = nt;
+
+    f->slab = malloc(f->n_slabs * f->stat_size * sizeof(double));
+    f->stats = malloc(f->stat_size * sizeof(double));
+    f->stats_prev = malloc(f->stat_size * sizeof(double));
+    f->blocks = calloc((size_t)nt, sizeof(moe_block));
+    f->frozen = calloc(K, 1);
+    f->floored = calloc(K, 1);
+    if (!f->slab || !f->stats || !f->stats_prev || !f->blocks || !f->frozen || !f->floored) goto oom;
+    for (int t = 0; t < nt; t++)
+        if (moe_block_alloc(&f->blocks[t], m, &f->nd) != MOE_STATUS_OK) goto oom;
+
+    /* M-step workspace: the largest of the Gaussian solve ((ed+P)^2 for the
+     * Gram, ed(ed+P) for the solver, P^2 and dsyev's work for the floor),
+     * the multinomial experts' and the gates' softmax steps. */
+    size_t wg = 2 * (ed + P) * (ed + P) + ed * (ed + P) + 4 * P * P + 64 * (P + 1);
+    size_t we = C ? moe_softmax_work_size(C, ed) : 0;
+    f->work_size = wg;
+    if (we > f->work_size) f->work_size = we;
+    if (wmax > f->work_size) f->work_size = wmax;
+    f->work = malloc(f->work_size * sizeof(double));
+    if (!f->work) goto oom;
+
+    f->ridge = params->ridge;
+    f->var_floor = params->var_floor;
+    f->min_support = params->min_support >= 0.0 ? params->min_support : (double)(m->ed + 1);
+    *out = f;
+    return MOE_STATUS_OK;
+oom:
+    moe_fit_free(f);
+    return MOE_STATUS_NO_MEMORY;
+}
+
+void moe_fit_free(moe_fit *f) {
+    if (!f) return;
+    moe_nodes_free(&f->nd);
+    free(f->off_ggrad);
+    free(f->off_ggram);
+    free(f->off_ghess);
+    free(f->slab);
+    free(f->stats);
+    free(f->stats_prev);
+    if (f->blocks)
+        for (int t = 0; t < f->n_threads; t++) moe_block_free(&f->blocks[t]);
+    free(f->blocks);
+    free(f->frozen);
+    free(f->floored);
+    free(f->work);
+    free(f->events);
+    free(f);
+}
+
+void moe_fit_event(moe_fit *f, moe_event_kind kind, int expert, int column, double value) {
+    if (f->n_events == f->cap_events) {
+        size_t cap = f->cap_events ? 2 * f->cap_events : 16;
+        moe_event *e = realloc(f->events, cap * sizeof *e);
+        if (!e) return; /* losing a diagnostic is better than failing the fit */
+        f->events = e;
+        f->cap_events = cap;
+    }
+    moe_event *e = &f->events[f->n_events++];
+    e->kind = kind;
+    e->iteration = f->iter;
+    e->expert = expert;
+    e->column = column;
+    e->value = value;
+}

@@ -1,0 +1,187 @@
+/*
+ * forward.c -- the part of every pass that runs row block by row block:
+ * standardise the inputs, evaluate the gates down the tree and the experts
+ * at the leaves, and (given targets) the posteriors back up the tree.
+ * Shared by EM (estep.c) and prediction (predict.c), so both compute
+ * exactly the same numbers.
+ *
+ * Everything is in log space: each gate's log-softmax, a leaf's log prior as
+ * the sum along its path, and the row's log-likelihood as a log-sum-exp over
+ * the leaves (Jordan & Jacobs 1994, eq. 11 and the posteriors of eq. 18-20).
+ */
+#include "moe_impl.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LOG_2PI 1.8378770664093454836
+
+moe_status moe_nodes_init(moe_nodes *nd, const moe_model *m) {
+    size_t G = m->n_gates;
+    nd->n_nodes = G + m->n_leaves;
+    nd->gate_rows = 0;
+    nd->child0 = calloc(G + 1, sizeof(size_t));
+    nd->grow = calloc(G + 1, sizeof(size_t));
+    if (!nd->child0 || !nd->grow) {
+        moe_nodes_free(nd);
+        return MOE_STATUS_NO_MEMORY;
+    }
+    /* Breadth-first: the children of the gates, in gate order, are the
+     * nodes 1, 2, ... in order. */
+    size_t next = 1;
+    for (size_t g = 0; g < G; g++) {
+        nd->child0[g] = next;
+        nd->grow[g] = m->gate_off[g] / m->gd;
+        next += m->gate_nch[g];
+        nd->gate_rows += m->gate_nch[g];
+    }
+    return MOE_STATUS_OK;
+}
+
+void moe_nodes_free(moe_nodes *nd) {
+    free(nd->child0);
+    free(nd->grow);
+    nd->child0 = nd->grow = NULL;
+}
+
+static size_t max_children(const moe_model *m) {
+    size_t b = 1;
+    for (size_t g = 0; g < m->n_gates; g++)
+        if (m->gate_nch[g] > b) b = m->gate_nch[g];
+    return b;
+}
+
+size_t moe_block_scratch_size(const moe_model *m) {
+    size_t nb = MOE_BLOCK_ROWS;
+    size_t cmax = m->n_cls > max_children(m) ? m->n_cls : max_children(m);
+    size_t dmax = m->ed > m->gd ? m->ed : m->gd;
+    return nb * (2 * cmax + 1) + nb * (cmax + dmax) + nb * (m->ed + m->n_out) + 16;
+}
+
+moe_status moe_block_alloc(moe_block *b, const moe_model *m, const moe_nodes *nd) {
+    size_t nb = MOE_BLOCK_ROWS, K = m->n_leaves;
+    size_t R = m->task == MOE_TASK_REGRESSION ? m->n_out : m->n_cls;
+    memset(b, 0, sizeof *b);
+    b->ze = malloc(nb * m->ed * sizeof(double));
+    b->zg = malloc(nb * m->gd * sizeof(double));
+    b->gl = malloc((nb * nd->gate_rows + 1) * sizeof(double));
+    b->lp = malloc(nb * nd->n_nodes * sizeof(double));
+    b->eo = malloc(nb * K * R * sizeof(double));
+    b->ld = malloc(nb * K * sizeof(double));
+    b->post = malloc(nb * nd->n_nodes * sizeof(double));
+    b->tgt = malloc((nb * m->n_out + 1) * sizeof(double));
+    b->ll = malloc(nb * sizeof(double));
+    b->scr = malloc(moe_block_scratch_size(m) * sizeof(double));
+    if (!b->ze || !b->zg || !b->gl || !b->lp || !b->eo || !b->ld || !b->post || !b->tgt ||
+        !b->ll || !b->scr) {
+        moe_block_free(b);
+        return MOE_STATUS_NO_MEMORY;
+    }
+    return MOE_STATUS_OK;
+}
+
+void moe_block_free(moe_block *b) {
+    free(b->ze);
+    free(b->zg);
+    free(b->gl);
+    free(b->lp);
+    free(b->eo);
+    free(b->ld);
+    free(b->post);
+    free(b->tgt);
+    free(b->ll);
+    free(b->scr);
+    memset(b, 0, sizeof *b);
+}
+
+void moe_block_gates(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
+                     const double *x, size_t ld) {
+    size_t ed = m->ed, gd = m->gd, NN = nd->n_nodes;
+    for (size_t i = 0; i < nb; i++) {
+        const double *xi = x + i * ld;
+        double *ze = b->ze + i * ed, *zg = b->zg + i * gd;
+        ze[0] = 1.0;
+        for (size_t j = 0; j < m->n_ecols; j++) {
+            size_t c = m->ecols[j];
+            ze[1 + j] = (xi[c] - m->x_mean[c]) / m->x_scale[c];
+        }
+        zg[0] = 1.0;
+        for (size_t j = 0; j < m->n_gcols; j++) {
+            size_t c = m->gcols[j];
+            zg[1 + j] = (xi[c] - m->x_mean[c]) / m->x_scale[c];
+        }
+    }
+    size_t GR = nd->gate_rows;
+    if (GR > 0)
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)GR, (int)gd, 1.0,
+                    b->zg, (int)gd, m->gate_coef, (int)gd, 0.0, b->gl, (int)GR);
+    for (size_t i = 0; i < nb; i++) {
+        double *gl = b->gl + i * GR, *lp = b->lp + i * NN;
+        lp[0] = 0.0;
+        for (size_t g = 0; g < m->n_gates; g++) {
+            double *v = gl + nd->grow[g];
+            size_t nc = m->gate_nch[g];
+            moe_log_softmax(v, nc);
+            for (size_t c = 0; c < nc; c++) lp[nd->child0[g] + c] = lp[g] + v[c];
+        }
+    }
+}
+
+void moe_block_experts(const moe_model *m, moe_block *b, size_t nb) {
+    size_t K = m->n_leaves, R = m->coef_rows, ed = m->ed;
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)(K * R), (int)ed, 1.0,
+                b->ze, (int)ed, m->coef, (int)ed, 0.0, b->eo, (int)(K * R));
+    if (m->task == MOE_TASK_CLASSIFICATION)
+        for (size_t i = 0; i < nb; i++)
+            for (size_t k = 0; k < K; k++) moe_log_softmax(b->eo + (i * K + k) * R, R);
+}
+
+void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
+                         const double *y, size_t ld_y, const int32_t *labels) {
+    size_t K = m->n_leaves, P = m->n_out, C = m->n_cls, NN = nd->n_nodes, G = m->n_gates;
+    for (size_t i = 0; i < nb; i++) {
+        double *ldi = b->ld + i * K;
+        if (m->task == MOE_TASK_REGRESSION) {
+            double *t = b->tgt + i * P;
+            for (size_t p = 0; p < P; p++) t[p] = (y[i * ld_y + p] - m->y_mean[p]) / m->y_scale[p];
+            for (size_t k = 0; k < K; k++) {
+                const double *mu = b->eo + (i * K + k) * P;
+                const double *L = m->chol + k * P * P;
+                /* u = L^{-1} (t - mu) by forward substitution; P is small. */
+                double q = 0.0, u[64];
+                double *uu = P <= 64 ? u : b->scr; /* scr is free during this call */
+                for (size_t p = 0; p < P; p++) {
+                    double s = t[p] - mu[p];
+                    for (size_t r = 0; r < p; r++) s -= L[p * P + r] * uu[r];
+                    uu[p] = s / L[p * P + p];
+                    q += uu[p] * uu[p];
+                }
+                ldi[k] = -0.5 * ((double)P * LOG_2PI + m->logdet[k] + q);
+            }
+        } else {
+            int32_t c = labels[i];
+            for (size_t k = 0; k < K; k++) ldi[k] = b->eo[(i * K + k) * C + (size_t)c];
+        }
+        /* Log joint of each leaf, then the row's log-likelihood. */
+        double *lp = b->lp + i * NN, *post = b->post + i * NN;
+        double *lj = post + G; /* leaves' slots, reused */
+        for (size_t k = 0; k < K; k++) lj[k] = lp[G + k] + ldi[k];
+        double l = moe_logsumexp(lj, K);
+        b->ll[i] = l;
+        if (isfinite(l)) {
+            for (size_t k = 0; k < K; k++) lj[k] = exp(lj[k] - l);
+        } else {
+            /* Every leaf gives the target zero density (far outside every
+             * expert): fall back to the prior so the posteriors stay a
+             * distribution. The row's log-likelihood stays -inf. */
+            for (size_t k = 0; k < K; k++) lj[k] = exp(lp[G + k]);
+        }
+        for (size_t g = G; g-- > 0;) {
+            double s = 0.0;
+            for (size_t c = 0; c < m->gate_nch[g]; c++) s += post[nd->child0[g] + c];
+            post[g] = s;
+        }
+    }
+}

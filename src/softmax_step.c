@@ -1,0 +1,171 @@
+/*
+ * softmax_step.c -- the M-step of a softmax: a gate over its children, or a
+ * multinomial expert over the classes. Both maximise a weighted multinomial
+ * log-likelihood  f(V) = sum_i w_i sum_c t_ic log softmax_c(V z_i)  with
+ * soft targets t (a gate's conditional posteriors; an expert's one-hot
+ * class), class 0's row fixed at zero.
+ *
+ * One step per EM iteration (a generalised EM). First a plain Newton step
+ * (damp = 0), or one halved `damp` times: EM (em.c) checks the
+ * log-likelihood after the step and retries with more damping if it fell.
+ * From damp = MOE_DAMP_GUARANTEED on, the step length is accepted only
+ * where Boehning's bound guarantees ascent, so the retries end. With
+ * B = 1/2 (I - 11'/C) (x) sum_i w_i z_i z_i' >= -Hessian (Boehning 1992,
+ * Ann. Inst. Stat. Math. 44:197), Taylor's theorem gives
+ *     f(V + D) >= f(V) + <g, D> - 1/2 D'BD,
+ * so any D with <g, D> - 1/2 D'BD > 0 increases f, and EM's log-likelihood
+ * never decreases. The Newton step is halved (at most 12 times) until the
+ * bound says so; failing that, the bound's own maximiser D = B^{-1} g is
+ * taken. B^{-1} = 2 (I + 11') (x) A^{-1} (since (I - J/C)(I + J) = I for the
+ * (C-1) x (C-1) all-ones J), so the bound step costs one d x d solve.
+ *
+ * Cost per step: the Newton system is (C-1)d square: O(((C-1)d)^3) to solve
+ * and O(N (C-1)^2 d^2) to accumulate; beyond MOE_NEWTON_MAX_PARAMS only the
+ * bound step is used: O(N d^2) to accumulate, O(d^3 + C d^2) to solve.
+ */
+#include "moe_impl.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+void moe_softmax_accumulate(size_t nb, size_t C, size_t d, const double *z, const double *w,
+                            const double *t, size_t ld_t, const double *p, size_t ld_p,
+                            double *grad, double *gram, double *hess, double *scratch) {
+    size_t F = C - 1;
+    double *r = scratch;          /* nb x F residuals w (t - p) */
+    double *zs = scratch + nb * F; /* nb x d scaled rows */
+    for (size_t i = 0; i < nb; i++)
+        for (size_t c = 1; c < C; c++)
+            r[i * F + c - 1] = w[i] * (t[i * ld_t + c] - p[i * ld_p + c]);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)F, (int)d, (int)nb, 1.0, r, (int)F,
+                z, (int)d, 1.0, grad, (int)d);
+    for (size_t i = 0; i < nb; i++) {
+        double s = sqrt(w[i]);
+        for (size_t j = 0; j < d; j++) zs[i * d + j] = s * z[i * d + j];
+    }
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)nb, 1.0, zs, (int)d, 1.0, gram,
+                (int)d);
+    if (!hess) return;
+    size_t n = F * d;
+    for (size_t a = 1; a < C; a++) {
+        for (size_t b = a; b < C; b++) {
+            /* Block (a, b) of the negative Hessian: sum w p_a (delta_ab - p_b) z z'. */
+            for (size_t i = 0; i < nb; i++) {
+                double pa = p[i * ld_p + a], pb = p[i * ld_p + b];
+                double s = w[i] * pa * ((a == b ? 1.0 : 0.0) - pb);
+                for (size_t j = 0; j < d; j++) zs[i * d + j] = s * z[i * d + j];
+            }
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)nb, 1.0, z,
+                        (int)d, zs, (int)d, 1.0, hess + (a - 1) * d * n + (b - 1) * d, (int)n);
+        }
+    }
+}
+
+size_t moe_softmax_work_size(size_t C, size_t d) {
+    size_t n = (C - 1) * d;
+    size_t newton = n * n + n + n * n + n; /* symmetrised H, rhs, solver work */
+    size_t bound = d * d + d * (C - 1) + d * d + d * (C - 1);
+    return newton + bound + 3 * n + 16;
+}
+
+/* D'BD = 1/2 [sum_c D_c'A D_c - (1/C) (sum_c D_c)' A (sum_c D_c)], D (C-1) x d. */
+static double bound_quad(const double *D, size_t C, size_t d, const double *A, double *tmp) {
+    size_t F = C - 1;
+    double q = 0.0;
+    memset(tmp, 0, d * sizeof *tmp);
+    for (size_t c = 0; c < F; c++) {
+        const double *dc = D + c * d;
+        for (size_t j = 0; j < d; j++) tmp[j] += dc[j];
+        for (size_t j = 0; j < d; j++) {
+            double s = 0.0;
+            for (size_t l = 0; l < d; l++) s += A[j * d + l] * dc[l];
+            q += dc[j] * s;
+        }
+    }
+    double qs = 0.0;
+    for (size_t j = 0; j < d; j++) {
+        double s = 0.0;
+        for (size_t l = 0; l < d; l++) s += A[j * d + l] * tmp[l];
+        qs += tmp[j] * s;
+    }
+    return 0.5 * (q - qs / (double)C);
+}
+
+static double dot(const double *a, const double *b, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+double moe_softmax_step(double *v, size_t C, size_t d, const double *grad, const double *gram,
+                        const double *hess, double ridge, int damp, double *work) {
+    size_t F = C - 1, n = F * d;
+    if (n == 0) return 0.0;
+    double gnorm = dot(grad, grad, n);
+    if (!(gnorm > 0.0)) return 0.0;
+    double *A = work;                 /* d x d, symmetrised gram */
+    double *dB = A + d * d;           /* bound step, F x d */
+    double *sw = dB + n;              /* solver work: d*(d+F) */
+    double *dN = sw + d * (d + F);    /* Newton step */
+    double *H = dN + n;               /* n x n */
+    double *hw = H + n * n;           /* solver work: n*(n+1) */
+    double *tmp = hw + n * (n + 1);   /* d */
+    for (size_t i = 0; i < d; i++)
+        for (size_t j = 0; j < d; j++) A[i * d + j] = i <= j ? gram[i * d + j] : gram[j * d + i];
+
+    /* The bound step: X = A^{-1} G (each class row), D_c = 2 (X_c + sum X). */
+    double *X = dB;
+    for (size_t c = 0; c < F; c++)
+        for (size_t j = 0; j < d; j++) X[j * F + c] = grad[c * d + j]; /* d x F, row-major */
+    if (moe_solve_spd(A, d, X, F, ridge, sw) < 0.0) return -1.0;
+    {
+        /* X is d x F; rebuild dB (F x d) through tmp-free copies */
+        double *Xc = H; /* H not used yet: borrow it (n*n >= d*F) */
+        memcpy(Xc, X, n * sizeof(double));
+        for (size_t j = 0; j < d; j++) {
+            double s = 0.0;
+            for (size_t c = 0; c < F; c++) s += Xc[j * F + c];
+            for (size_t c = 0; c < F; c++) dB[c * d + j] = 2.0 * (Xc[j * F + c] + s);
+        }
+    }
+    double gain_bound = dot(grad, dB, n) - 0.5 * bound_quad(dB, C, d, A, tmp);
+    const double *step = dB;
+    double alpha = 1.0;
+    double gain = gain_bound;
+
+    if (hess) {
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < n; j++) H[i * n + j] = i <= j ? hess[i * n + j] : hess[j * n + i];
+        memcpy(dN, grad, n * sizeof(double));
+        if (moe_solve_spd(H, n, dN, 1, ridge, hw) >= 0.0) {
+            double gd = dot(grad, dN, n), q = bound_quad(dN, C, d, A, tmp);
+            if (damp < MOE_DAMP_GUARANTEED && gd > 0.0) {
+                /* Plain (damped) Newton: the caller checks the log-likelihood
+                 * and retries with more damping if it fell. */
+                alpha = ldexp(1.0, -damp);
+                step = dN;
+                gain = alpha * gd - 0.5 * alpha * alpha * q;
+                if (!(gain > 0.0)) gain = 0.0;
+                for (size_t c = 0; c < F; c++)
+                    for (size_t j = 0; j < d; j++) v[(c + 1) * d + j] += alpha * step[c * d + j];
+                return gain;
+            }
+            for (int h = 0; h <= 12 && gd > 0.0; h++, alpha *= 0.5) {
+                double gn = alpha * gd - 0.5 * alpha * alpha * q;
+                if (gn > 0.0 && gn >= 0.25 * gain_bound) {
+                    /* Newton's guaranteed gain is within a small factor of the
+                     * bound step's; its true gain is usually far larger. */
+                    step = dN;
+                    gain = gn;
+                    break;
+                }
+            }
+        }
+    }
+    if (!(gain > 0.0) || !isfinite(gain)) return 0.0;
+    double a = step == dN ? alpha : 1.0;
+    for (size_t c = 0; c < F; c++)
+        for (size_t j = 0; j < d; j++) v[(c + 1) * d + j] += a * step[c * d + j];
+    return gain;
+}
