@@ -34,66 +34,52 @@ static void row_features(const moe_fit *f, size_t i, double *v) {
     }
 }
 
-moe_status moe_kmeans_labels(const moe_fit *f, uint64_t seed, int32_t *labels) {
-    const moe_model *m = f->m;
-    const moe_dataset *d = f->data;
-    size_t N = f->n_rows, K = m->n_leaves;
-    size_t dim = m->n_ecols + (m->task == MOE_TASK_REGRESSION ? m->n_out : m->n_cls);
-    moe_status st = MOE_STATUS_NO_MEMORY;
-    double *feat = malloc(N * dim * sizeof(double));
-    double *cen = malloc(K * dim * sizeof(double));
-    double *cnt = malloc(K * sizeof(double));
-    double *dist = malloc(N * sizeof(double));
-    if (!feat || !cen || !cnt || !dist) goto done;
-    for (size_t i = 0; i < N; i++) row_features(f, i, feat + i * dim);
-
-    moe_rng rng;
-    moe_rng_seed(&rng, seed);
-    /* k-means++: the first centre uniformly among rows of positive weight,
-     * each next one with probability proportional to w D^2. */
+/* k-means on the rows idx[0..n-1] of feat (dim columns) into K clusters:
+ * lab[i] in 0..K-1 for row idx[i]. w: row weights or NULL. cen holds K*dim,
+ * cnt K and dist n doubles. */
+static void kmeans(const double *feat, size_t dim, const double *w, const size_t *idx, size_t n,
+                   size_t K, moe_rng *rng, int32_t *lab, double *cen, double *cnt, double *dist) {
     double tot = 0.0;
-    for (size_t i = 0; i < N; i++) tot += d->weights ? d->weights[i] : 1.0;
+    for (size_t i = 0; i < n; i++) tot += w ? w[idx[i]] : 1.0;
+    /* k-means++: the first centre with probability proportional to w, each
+     * next one proportional to w D^2. */
     for (size_t k = 0; k < K; k++) {
         size_t pick = 0;
-        double u = moe_rng_uniform(&rng), acc = 0.0;
-        if (k == 0) {
-            for (size_t i = 0; i < N; i++) {
-                acc += (d->weights ? d->weights[i] : 1.0) / tot;
+        double u = moe_rng_uniform(rng), acc = 0.0, s = tot;
+        if (k > 0) {
+            s = 0.0;
+            for (size_t i = 0; i < n; i++) s += (w ? w[idx[i]] : 1.0) * dist[i];
+        }
+        if (!(s > 0.0)) {
+            /* Fewer distinct points than clusters: any row will do. */
+            pick = (size_t)(u * (double)n);
+            if (pick >= n) pick = n - 1;
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                acc += (w ? w[idx[i]] : 1.0) * (k == 0 ? 1.0 : dist[i]) / s;
                 pick = i;
                 if (acc > u) break;
             }
-        } else {
-            double s = 0.0;
-            for (size_t i = 0; i < N; i++) s += (d->weights ? d->weights[i] : 1.0) * dist[i];
-            if (!(s > 0.0)) {
-                /* Fewer distinct points than clusters: any row will do. */
-                pick = (size_t)(u * (double)N);
-                if (pick >= N) pick = N - 1;
-            } else {
-                for (size_t i = 0; i < N; i++) {
-                    acc += (d->weights ? d->weights[i] : 1.0) * dist[i] / s;
-                    pick = i;
-                    if (acc > u) break;
-                }
-            }
         }
-        memcpy(cen + k * dim, feat + pick * dim, dim * sizeof(double));
+        memcpy(cen + k * dim, feat + idx[pick] * dim, dim * sizeof(double));
         const double *c = cen + k * dim;
-        for (size_t i = 0; i < N; i++) {
+        for (size_t i = 0; i < n; i++) {
+            const double *f = feat + idx[i] * dim;
             double e = 0.0;
-            for (size_t j = 0; j < dim; j++) e += (feat[i * dim + j] - c[j]) * (feat[i * dim + j] - c[j]);
+            for (size_t j = 0; j < dim; j++) e += (f[j] - c[j]) * (f[j] - c[j]);
             if (k == 0 || e < dist[i]) dist[i] = e;
         }
     }
     for (int it = 0; it <= LLOYD_ITERS; it++) {
         int changed = 0;
-        for (size_t i = 0; i < N; i++) {
+        for (size_t i = 0; i < n; i++) {
+            const double *f = feat + idx[i] * dim;
             double best = INFINITY;
             int32_t bk = 0;
             for (size_t k = 0; k < K; k++) {
                 double e = 0.0;
                 for (size_t j = 0; j < dim; j++) {
-                    double t = feat[i * dim + j] - cen[k * dim + j];
+                    double t = f[j] - cen[k * dim + j];
                     e += t * t;
                 }
                 if (e < best) {
@@ -101,33 +87,89 @@ moe_status moe_kmeans_labels(const moe_fit *f, uint64_t seed, int32_t *labels) {
                     bk = (int32_t)k;
                 }
             }
-            if (it == 0 || labels[i] != bk) changed = 1;
-            labels[i] = bk;
+            if (it == 0 || lab[i] != bk) changed = 1;
+            lab[i] = bk;
         }
         if (!changed || it == LLOYD_ITERS) break;
         memset(cen, 0, K * dim * sizeof(double));
         memset(cnt, 0, K * sizeof(double));
-        for (size_t i = 0; i < N; i++) {
-            double w = d->weights ? d->weights[i] : 1.0;
-            cnt[labels[i]] += w;
-            for (size_t j = 0; j < dim; j++) cen[(size_t)labels[i] * dim + j] += w * feat[i * dim + j];
+        for (size_t i = 0; i < n; i++) {
+            double wi = w ? w[idx[i]] : 1.0;
+            cnt[lab[i]] += wi;
+            for (size_t j = 0; j < dim; j++) cen[(size_t)lab[i] * dim + j] += wi * feat[idx[i] * dim + j];
         }
         for (size_t k = 0; k < K; k++) {
             if (cnt[k] > 0.0) {
                 for (size_t j = 0; j < dim; j++) cen[k * dim + j] /= cnt[k];
             } else {
                 /* An empty cluster takes a random row. */
-                size_t pick = (size_t)(moe_rng_uniform(&rng) * (double)N);
-                if (pick >= N) pick = N - 1;
-                memcpy(cen + k * dim, feat + pick * dim, dim * sizeof(double));
+                size_t pick = (size_t)(moe_rng_uniform(rng) * (double)n);
+                if (pick >= n) pick = n - 1;
+                memcpy(cen + k * dim, feat + idx[pick] * dim, dim * sizeof(double));
             }
         }
     }
+}
+
+/* For a tree, the clusters follow its shape: k-means into b_0 clusters,
+ * then each cluster into b_1, and so on, so that leaves under one gate
+ * start from neighbouring clusters. */
+moe_status moe_kmeans_labels(const moe_fit *f, uint64_t seed, int32_t *labels) {
+    const moe_model *m = f->m;
+    const moe_dataset *d = f->data;
+    size_t N = f->n_rows, K = m->n_leaves;
+    size_t dim = m->n_ecols + (m->task == MOE_TASK_REGRESSION ? m->n_out : m->n_cls);
+    size_t bmax = 1;
+    for (size_t l = 0; l < m->tree.n_levels; l++)
+        if (m->tree.branching[l] > bmax) bmax = m->tree.branching[l];
+    moe_status st = MOE_STATUS_NO_MEMORY;
+    double *feat = malloc(N * dim * sizeof(double));
+    double *cen = malloc(bmax * (dim + 1) * sizeof(double));
+    double *cnt = malloc(bmax * sizeof(double));
+    double *dist = malloc(N * sizeof(double));
+    size_t *idx = malloc(N * sizeof(size_t)), *sorted = malloc(N * sizeof(size_t));
+    int32_t *lab = malloc(N * sizeof(int32_t));
+    size_t *start = malloc((K + 1) * sizeof(size_t)), *nstart = malloc((K + 1) * sizeof(size_t));
+    if (!feat || !cen || !cnt || !dist || !idx || !sorted || !lab || !start || !nstart) goto done;
+    for (size_t i = 0; i < N; i++) row_features(f, i, feat + i * dim);
+    moe_rng rng;
+    moe_rng_seed(&rng, seed);
+    /* idx holds the rows grouped by their node at the current level;
+     * group q spans idx[start[q] .. start[q+1]). */
+    for (size_t i = 0; i < N; i++) idx[i] = i;
+    size_t width = 1;
+    start[0] = 0;
+    start[1] = N;
+    for (size_t l = 0; l < m->tree.n_levels; l++) {
+        size_t b = m->tree.branching[l];
+        size_t o = 0;
+        for (size_t q = 0; q < width; q++) {
+            size_t s0 = start[q], n = start[q + 1] - s0;
+            if (n > 0) kmeans(feat, dim, d->weights, idx + s0, n, b, &rng, lab + s0, cen, cnt, dist);
+            /* Counting sort of the group by its new cluster. */
+            for (size_t c = 0; c < b; c++) {
+                nstart[q * b + c] = o;
+                for (size_t i = 0; i < n; i++)
+                    if ((size_t)lab[s0 + i] == c) sorted[o++] = idx[s0 + i];
+            }
+        }
+        width *= b;
+        nstart[width] = N;
+        memcpy(idx, sorted, N * sizeof(size_t));
+        memcpy(start, nstart, (width + 1) * sizeof(size_t));
+    }
+    for (size_t q = 0; q < width; q++)
+        for (size_t i = start[q]; i < start[q + 1]; i++) labels[idx[i]] = (int32_t)q;
     st = MOE_STATUS_OK;
 done:
     free(feat);
     free(cen);
     free(cnt);
     free(dist);
+    free(idx);
+    free(sorted);
+    free(lab);
+    free(start);
+    free(nstart);
     return st;
 }
