@@ -256,7 +256,7 @@ moe_status moe_model_expert_cov(const moe_model *m, size_t k, double *out) {
     size_t P = m->n_out;
     for (size_t p = 0; p < P; p++)
         for (size_t q = 0; q < P; q++)
-            out[p * P + q] = m->cov[(k * P + p) * P + q] * m->y_scale[p] * m->y_scale[q];
+            out[p * P + q] = m->cov[(k * P + p) * P + q] * (m->y_scale[p] * m->y_scale[q]);
     return MOE_STATUS_OK;
 }
 
