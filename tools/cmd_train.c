@@ -1,0 +1,692 @@
+/*
+ * cmd_train.c -- `moe train [options] DATA.csv [-o MODEL]`.
+ *
+ * Read the CSV, fit an encoder (which columns are inputs, one-hot levels,
+ * class names), encode, train (or select a tree shape by an information
+ * criterion), store the encoder and the settings in the model's metadata,
+ * and save the model atomically. Nothing is written unless everything
+ * before succeeded.
+ */
+#include "cli.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const task_names[] = {"auto", "regression", "classification", NULL};
+static const char *const variance_names[] = {"iso", "diag", "full", NULL};
+static const char *const init_names[] = {"random", "kmeans", NULL};
+static const char *const criterion_names[] = {"bic", "aic", "icl", NULL};
+static const char *const na_names[] = {"error", "drop", NULL};
+
+#define MAX_SHAPES 64
+
+typedef struct train_opts {
+    const char *target, *features, *expert_features, *gate_features, *drop, *weights;
+    const char *categorical, *sep, *tree, *select, *out;
+    int task, na, experts, variance, init, restarts, max_iter, threads, criterion;
+    int short_iter, quiet;
+    uint64_t seed;
+    double tol, var_floor, ridge, min_support;
+} train_opts;
+
+static const cli_command train_cmd = {
+    "train", "[options] DATA.csv [-o MODEL]",
+    "Fit a mixture of experts (a flat mixture or a tree of gates) to a CSV file and save the\n"
+    "model (default: DATA's base name + .moe, in the current directory). DATA '-' is stdin;\n"
+    "MODEL '-' is stdout.",
+    "Column lists are comma-separated names of the file's columns. --expert-features and\n"
+    "--gate-features also take one-hot column names (\"color=red\"), 'all' (every input) or\n"
+    "'none' (intercept only: for the gate, constant mixing weights).\n"
+    "--task auto: classification when there is one target and it holds text, or only\n"
+    "integers with 2 to 20 distinct values; else regression. Several targets\n"
+    "(--target y1,y2) make a multi-output regression.\n"
+    "--tol 0 runs exactly --max-iter EM iterations. Models do not depend on --threads.\n"
+    "Progress goes to stderr: a live line on a terminal, one line per iteration otherwise.\n"};
+
+static void join_json(cli_buf *b, const char *const *names, size_t n) {
+    cli_buf_addc(b, '[');
+    for (size_t i = 0; i < n; i++) {
+        if (i) cli_buf_addc(b, ',');
+        cli_buf_json_str(b, names[i]);
+    }
+    cli_buf_addc(b, ']');
+}
+
+/* Resolve an --expert-features / --gate-features list against the encoder:
+ * *n = MOE_ALL_COLS for 'all', 0 for 'none'. Returns 0 or -1 (printed). */
+static int resolve_cols(const char *opt, const char *text, const moe_encoder *enc, size_t *cols,
+                        size_t *n) {
+    if (!text || strcmp(text, "all") == 0) {
+        *n = MOE_ALL_COLS;
+        return 0;
+    }
+    if (strcmp(text, "none") == 0) {
+        *n = 0;
+        return 0;
+    }
+    char **names;
+    size_t n_names;
+    char why[200];
+    if (cli_list_split(text, &names, &n_names, why, sizeof why) != 0) {
+        cli_error("train", "--%s: %s", opt, why);
+        return -1;
+    }
+    moe_error err;
+    size_t cap = moe_encoder_n_features(enc);
+    moe_status st = moe_encoder_find_features(enc, (const char *const *)names, n_names, cols,
+                                              cap, n, &err);
+    cli_list_free(names, n_names);
+    if (st != MOE_STATUS_OK) {
+        cli_error("train", "--%s: %s", opt, err.message);
+        return -1;
+    }
+    return 0;
+}
+
+/* Print a training error; it names the data file when the library's
+ * message does not already. */
+static void train_error(const moe_table *table, const moe_error *err) {
+    const char *name = moe_table_name(table);
+    if (strncmp(err->message, name, strlen(name)) == 0)
+        cli_error("train", "%s", err->message);
+    else
+        cli_error("train", "%s: %s", name, err->message);
+}
+
+static const char *base_name(const char *path) {
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+/* DATA's base name without its extension, plus ".moe". */
+static char *default_model_path(const char *data) {
+    const char *b = base_name(data);
+    const char *dot = strrchr(b, '.');
+    size_t n = dot && dot != b ? (size_t)(dot - b) : strlen(b);
+    char *p = malloc(n + 5);
+    if (!p) return NULL;
+    memcpy(p, b, n);
+    memcpy(p + n, ".moe", 5);
+    return p;
+}
+
+static int meta(moe_model *m, const char *key, const char *value) {
+    return moe_model_meta_set(m, key, value) == MOE_STATUS_OK ? 0 : -1;
+}
+
+static int meta_setting(moe_model *m, const char *name, const char *value) {
+    char key[128];
+    snprintf(key, sizeof key, "%s%s", CLI_META_TRAIN_PREFIX, name);
+    return meta(m, key, value);
+}
+
+static int meta_num(moe_model *m, const char *name, double v) {
+    char buf[64];
+    moe_format_double(v, buf, sizeof buf);
+    return meta_setting(m, name, buf);
+}
+
+int cli_cmd_train(int argc, char **argv) {
+    moe_train_params lib = moe_train_params_default();
+    train_opts o;
+    memset(&o, 0, sizeof o);
+    o.sep = "auto";
+    o.task = 0;
+    o.na = 0;
+    o.experts = lib.tree.n_levels == 1 ? (int)lib.tree.branching[0] : 2;
+    o.variance = (int)lib.variance;
+    o.init = (int)lib.init;
+    o.restarts = 5; /* the CLI's default: a few starts cost little and avoid bad optima */
+    o.seed = lib.seed;
+    o.max_iter = lib.max_iter;
+    o.tol = lib.tol;
+    o.threads = lib.n_threads;
+    o.criterion = (int)MOE_CRITERION_BIC;
+    o.short_iter = lib.short_iter;
+    o.var_floor = lib.var_floor;
+    o.ridge = lib.ridge;
+    o.min_support = lib.min_support;
+
+    cli_opt opts[] = {
+        {'y', "target", CLI_OPT_STRING, &o.target, "NAMES", 0, 0, NULL, "Data",
+         "target column(s); several: multi-output regression", "last column", 0},
+        {'T', "task", CLI_OPT_CHOICE, &o.task, NULL, 0, 0, task_names, NULL,
+         "regression or classification (auto: see below)", NULL, 0},
+        {'x', "features", CLI_OPT_STRING, &o.features, "NAMES", 0, 0, NULL, NULL,
+         "input columns", "all other columns", 0},
+        {'D', "drop", CLI_OPT_STRING, &o.drop, "NAMES", 0, 0, NULL, NULL,
+         "columns to ignore (ids, leaks)", "none", 0},
+        {'w', "weights", CLI_OPT_STRING, &o.weights, "NAME", 0, 0, NULL, NULL,
+         "column of case weights (finite, >= 0)", "none", 0},
+        {'C', "categorical", CLI_OPT_STRING, &o.categorical, "NAMES", 0, 0, NULL, NULL,
+         "inputs to one-hot encode even if numeric", "text columns", 0},
+        {'F', "sep", CLI_OPT_STRING, &o.sep, "CHAR", 0, 0, NULL, NULL,
+         "field delimiter: auto, ',', ';', tab", NULL, 0},
+        {'N', "na", CLI_OPT_CHOICE, &o.na, NULL, 0, 0, na_names, NULL,
+         "rows with missing values (empty, NA): error or drop", NULL, 0},
+        {'k', "experts", CLI_OPT_INT, &o.experts, "K", 1, 65536, NULL, "Model",
+         "experts of a flat mixture (1: no gate)", NULL, 0},
+        {'t', "tree", CLI_OPT_STRING, &o.tree, "SHAPE", 0, 0, NULL, NULL,
+         "hierarchical: branching per level, e.g. 4x4", "flat", 0},
+        {'v', "variance", CLI_OPT_CHOICE, &o.variance, NULL, 0, 0, variance_names, NULL,
+         "expert covariance over the outputs", NULL, 0},
+        {'E', "expert-features", CLI_OPT_STRING, &o.expert_features, "NAMES", 0, 0, NULL, NULL,
+         "inputs the experts see (all, none, or a list)", "all", 0},
+        {'G', "gate-features", CLI_OPT_STRING, &o.gate_features, "NAMES", 0, 0, NULL, NULL,
+         "inputs the gates see (all, none, or a list)", "all", 0},
+        {'i', "init", CLI_OPT_CHOICE, &o.init, NULL, 0, 0, init_names, "Fitting",
+         "starting point of the first restart", NULL, 0},
+        {'r', "restarts", CLI_OPT_INT, &o.restarts, "R", 1, 100000, NULL, NULL,
+         "EM starts; the best log-likelihood wins", NULL, 0},
+        {'s', "seed", CLI_OPT_UINT64, &o.seed, "S", 0, 0, NULL, NULL,
+         "random seed: the same seed gives the same model", NULL, 0},
+        {'n', "max-iter", CLI_OPT_INT, &o.max_iter, "N", 1, 100000000, NULL, NULL,
+         "EM iterations per run at most", NULL, 0},
+        {'e', "tol", CLI_OPT_DOUBLE, &o.tol, "TOL", 0, 1, NULL, NULL,
+         "stop at a relative change <= TOL (0: run max-iter)", NULL, 0},
+        {'I', "short-iter", CLI_OPT_INT, &o.short_iter, "N", 0, 100000000, NULL, NULL,
+         "if > 0: short runs first, only the best continued", NULL, 0},
+        {'j', "threads", CLI_OPT_INT, &o.threads, "N", 0, 4096, NULL, NULL,
+         "threads (0 = all cores)", NULL, 0},
+        {'S', "select", CLI_OPT_STRING, &o.select, "SHAPES", 0, 0, NULL, NULL,
+         "fit each shape (2,3,4,2x2...), keep the best", "off", 0},
+        {'c', "criterion", CLI_OPT_CHOICE, &o.criterion, NULL, 0, 0, criterion_names, NULL,
+         "model selection criterion (smaller is better)", NULL, 0},
+        {'f', "var-floor", CLI_OPT_DOUBLE, &o.var_floor, "F", 0, 1, NULL, NULL,
+         "variance floor, relative to the data's", NULL, 0},
+        {'R', "ridge", CLI_OPT_DOUBLE, &o.ridge, "R", 0, 1, NULL, NULL,
+         "relative ridge added to every linear system", NULL, 0},
+        {'m', "min-support", CLI_OPT_DOUBLE, &o.min_support, "W", -1, 1e15, NULL, NULL,
+         "freeze experts with less weight (-1: inputs+2)", NULL, 0},
+        {'o', "out", CLI_OPT_STRING, &o.out, "MODEL", 0, 0, NULL, "Output",
+         "model file ('-' = stdout)", "DATA.moe", 0},
+        {'q', "quiet", CLI_OPT_FLAG, &o.quiet, NULL, 0, 0, NULL, NULL,
+         "no progress, notes or summary on stderr", NULL, 0},
+        {'h', "help", CLI_OPT_FLAG, NULL, NULL, 0, 0, NULL, NULL, "this help", NULL, 0},
+    };
+    const size_t n_opts = sizeof opts / sizeof opts[0];
+    char *pos[2];
+    size_t n_pos;
+    int r = cli_parse(&train_cmd, opts, n_opts, argc, argv, pos, 2, &n_pos);
+    if (r != 0) return r > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+
+    int rc = CLI_EXIT_USAGE;
+    moe_error err;
+    moe_status st;
+    moe_table *table = NULL;
+    moe_encoder *enc = NULL;
+    moe_encoded *data = NULL;
+    moe_model *model = NULL;
+    char **targets = NULL, **features = NULL, **drops = NULL, **cats = NULL;
+    size_t n_targets = 0, n_features = 0, n_drops = 0, n_cats = 0;
+    size_t *ecols = NULL, *gcols = NULL;
+    char **used = NULL;
+    size_t n_used = 0;
+    char *model_path = NULL;
+    void *bytes = NULL;
+    size_t n_bytes = 0;
+    moe_tree_shape shapes[MAX_SHAPES];
+    size_t n_shapes = 0;
+    double scores[MAX_SHAPES];
+    char why[200];
+    cli_buf b = {0};
+    cli_progress prog;
+    int prog_on = 0;
+
+    cli_log_install(o.quiet);
+    if (n_pos < 1) {
+        cli_error("train", "no data file given (see 'moe train --help')");
+        goto done;
+    }
+    const char *data_path = pos[0];
+    if (n_pos == 2 && o.out) {
+        cli_error("train", "the model file is given twice ('%.60s' and -o '%.60s')", pos[1],
+                  o.out);
+        goto done;
+    }
+    if (n_pos == 2) o.out = pos[1];
+    if (!o.out) {
+        if (strcmp(data_path, "-") == 0) {
+            cli_error("train", "reading stdin: give the model file with -o MODEL");
+            goto done;
+        }
+        if (!(model_path = default_model_path(data_path))) goto oom;
+        o.out = model_path;
+    }
+    char sep;
+    if (cli_parse_sep(o.sep, &sep) != 0) {
+        cli_error("train", "--sep: '%.20s' is not a delimiter (auto, ',', ';', tab, or one "
+                           "character)", o.sep);
+        goto done;
+    }
+
+    /* The tree shape(s). */
+    const cli_opt *o_tree = cli_opt_find(opts, n_opts, "tree");
+    const cli_opt *o_experts = cli_opt_find(opts, n_opts, "experts");
+    const cli_opt *o_select = cli_opt_find(opts, n_opts, "select");
+    const cli_opt *o_criterion = cli_opt_find(opts, n_opts, "criterion");
+    if (o_tree->set && o_experts->set) {
+        cli_error("train", "give either --experts or --tree, not both");
+        goto done;
+    }
+    if (o_select->set && (o_tree->set || o_experts->set)) {
+        cli_error("train", "--select chooses the shape: drop --experts/--tree");
+        goto done;
+    }
+    if (o_criterion->set && !o_select->set) {
+        cli_error("train", "--criterion needs --select");
+        goto done;
+    }
+    if (o.select) {
+        if (moe_tree_shape_parse_list(o.select, shapes, MAX_SHAPES, &n_shapes, &err) !=
+            MOE_STATUS_OK) {
+            cli_error("train", "--select: %s", err.message);
+            goto done;
+        }
+        if (n_shapes == 0) {
+            cli_error("train", "--select: no shapes given");
+            goto done;
+        }
+    } else if (o.tree) {
+        if (moe_tree_shape_parse(o.tree, &shapes[0], &err) != MOE_STATUS_OK) {
+            cli_error("train", "--tree: %s", err.message);
+            goto done;
+        }
+        n_shapes = 1;
+    } else {
+        shapes[0].n_levels = 1;
+        shapes[0].branching[0] = (size_t)o.experts;
+        n_shapes = 1;
+    }
+
+    /* Column lists. */
+    if (o.target && cli_list_split(o.target, &targets, &n_targets, why, sizeof why) != 0) {
+        cli_error("train", "--target: %s", why);
+        goto done;
+    }
+    if (o.features && cli_list_split(o.features, &features, &n_features, why, sizeof why) != 0) {
+        cli_error("train", "--features: %s", why);
+        goto done;
+    }
+    if (o.drop && cli_list_split(o.drop, &drops, &n_drops, why, sizeof why) != 0) {
+        cli_error("train", "--drop: %s", why);
+        goto done;
+    }
+    if (o.categorical && cli_list_split(o.categorical, &cats, &n_cats, why, sizeof why) != 0) {
+        cli_error("train", "--categorical: %s", why);
+        goto done;
+    }
+    if (o.weights && !o.weights[0]) {
+        cli_error("train", "--weights: empty column name");
+        goto done;
+    }
+
+    /* Read and encode. */
+    if ((st = cli_read_table(data_path, sep, &table, &err)) != MOE_STATUS_OK) {
+        cli_error("train", "%s", err.message);
+        rc = cli_exit_code(st);
+        goto done;
+    }
+    moe_encoder_params ep = moe_encoder_params_default();
+    ep.targets = (const char *const *)targets;
+    ep.n_targets = n_targets;
+    ep.inputs = (const char *const *)features;
+    ep.n_inputs = n_features;
+    ep.drop = (const char *const *)drops;
+    ep.n_drop = n_drops;
+    ep.categorical = (const char *const *)cats;
+    ep.n_categorical = n_cats;
+    ep.weights = o.weights;
+    ep.task = (moe_encode_task)o.task;
+    ep.missing = o.na ? MOE_MISSING_DROP : MOE_MISSING_ERROR;
+    if ((st = moe_encoder_fit(table, &ep, &enc, &err)) != MOE_STATUS_OK) {
+        cli_error("train", "%s", err.message);
+        rc = cli_exit_code(st);
+        goto done;
+    }
+    size_t nf = moe_encoder_n_features(enc);
+    ecols = malloc((nf + 1) * sizeof *ecols);
+    gcols = malloc((nf + 1) * sizeof *gcols);
+    if (!ecols || !gcols) goto oom;
+    size_t n_ecols, n_gcols;
+    if (resolve_cols("expert-features", o.expert_features, enc, ecols, &n_ecols) != 0 ||
+        resolve_cols("gate-features", o.gate_features, enc, gcols, &n_gcols) != 0)
+        goto done;
+
+    /* Without --features, inputs neither the experts nor the gates use are
+     * left out, so predict files need not have them. */
+    if (!o.features && n_ecols != MOE_ALL_COLS && n_gcols != MOE_ALL_COLS) {
+        size_t ni = moe_encoder_n_inputs(enc);
+        char *keep = calloc(ni + 1, 1);
+        used = calloc(ni + 1, sizeof *used);
+        if (!keep || !used) {
+            free(keep);
+            goto oom;
+        }
+        for (size_t j = 0; j < n_ecols; j++) keep[moe_encoder_feature_input(enc, ecols[j])] = 1;
+        for (size_t j = 0; j < n_gcols; j++) keep[moe_encoder_feature_input(enc, gcols[j])] = 1;
+        for (size_t i = 0; i < ni; i++)
+            if (keep[i]) used[n_used++] = (char *)moe_encoder_input_name(enc, i);
+        free(keep);
+        if (n_used < ni) {
+            moe_encoder *enc2 = NULL;
+            char **all_drop = NULL;
+            size_t n_all_drop = 0;
+            if (n_used == 0) {
+                /* No inputs at all: drop every column but the target(s) and weights. */
+                size_t nc = moe_table_n_cols(table);
+                all_drop = calloc(nc + 1, sizeof *all_drop);
+                if (!all_drop) goto oom;
+                for (size_t c = 0; c < nc; c++) {
+                    const char *name = moe_table_col_name(table, c);
+                    int skip = o.weights && strcmp(name, o.weights) == 0;
+                    for (size_t t = 0; t < moe_encoder_n_targets(enc); t++)
+                        if (strcmp(name, moe_encoder_target_name(enc, t)) == 0) skip = 1;
+                    if (!skip) all_drop[n_all_drop++] = (char *)name;
+                }
+                ep.drop = (const char *const *)all_drop;
+                ep.n_drop = n_all_drop;
+            } else {
+                ep.inputs = (const char *const *)used;
+                ep.n_inputs = n_used;
+            }
+            /* Keep the target and task the first fit found. */
+            const char *tnames[64];
+            size_t nt = moe_encoder_n_targets(enc);
+            if (nt <= 64 && !targets) {
+                for (size_t t = 0; t < nt; t++) tnames[t] = moe_encoder_target_name(enc, t);
+                ep.targets = tnames;
+                ep.n_targets = nt;
+            }
+            ep.task = moe_encoder_task(enc) == MOE_TASK_CLASSIFICATION
+                          ? MOE_ENCODE_TASK_CLASSIFICATION
+                          : MOE_ENCODE_TASK_REGRESSION;
+            st = moe_encoder_fit(table, &ep, &enc2, &err);
+            free(all_drop);
+            if (st != MOE_STATUS_OK) {
+                cli_error("train", "%s", err.message);
+                rc = cli_exit_code(st);
+                goto done;
+            }
+            /* Column names point into the old encoder: re-resolve with the
+             * new one before freeing it. */
+            size_t e2 = 0, g2 = 0;
+            size_t *ec2 = malloc((moe_encoder_n_features(enc2) + 1) * sizeof *ec2);
+            size_t *gc2 = malloc((moe_encoder_n_features(enc2) + 1) * sizeof *gc2);
+            if (!ec2 || !gc2) {
+                free(ec2);
+                free(gc2);
+                moe_encoder_free(enc2);
+                goto oom;
+            }
+            int bad = resolve_cols("expert-features", o.expert_features, enc2, ec2, &e2) != 0 ||
+                      resolve_cols("gate-features", o.gate_features, enc2, gc2, &g2) != 0;
+            free(ecols);
+            free(gcols);
+            ecols = ec2;
+            gcols = gc2;
+            n_ecols = e2;
+            n_gcols = g2;
+            free(used);
+            used = NULL;
+            moe_encoder_free(enc);
+            enc = enc2;
+            if (bad) goto done;
+        }
+    }
+
+    moe_encoder_apply_params ap = moe_encoder_apply_params_default();
+    ap.missing = ep.missing;
+    ap.target = MOE_TARGET_USE_REQUIRED;
+    if ((st = moe_encoder_apply(enc, table, &ap, &data, &err)) != MOE_STATUS_OK) {
+        cli_error("train", "%s", err.message);
+        rc = cli_exit_code(st);
+        goto done;
+    }
+    if (data->n_dropped && !o.quiet)
+        cli_note("train", "%s: dropped %zu of %zu rows with missing values",
+                 moe_table_name(table), data->n_dropped, moe_table_n_rows(table));
+    moe_dataset ds = moe_encoded_dataset(data);
+
+    /* Parameters. */
+    moe_train_params p = lib;
+    p.task = moe_encoder_task(enc);
+    p.tree = shapes[0];
+    p.variance = (moe_variance)o.variance;
+    p.n_expert_cols = n_ecols;
+    p.expert_cols = n_ecols == MOE_ALL_COLS ? NULL : ecols;
+    p.n_gate_cols = n_gcols;
+    p.gate_cols = n_gcols == MOE_ALL_COLS ? NULL : gcols;
+    p.init = (moe_init)o.init;
+    p.n_restarts = o.restarts;
+    p.seed = o.seed;
+    p.max_iter = o.max_iter;
+    p.tol = o.tol;
+    p.short_iter = o.short_iter;
+    p.n_threads = o.threads;
+    p.var_floor = o.var_floor;
+    p.ridge = o.ridge;
+    p.min_support = o.min_support;
+    for (size_t s = 0; s < n_shapes; s++) {
+        p.tree = shapes[s];
+        if ((st = moe_train_params_check(&p, &ds, &err)) != MOE_STATUS_OK) {
+            train_error(table, &err);
+            rc = cli_exit_code(st);
+            goto done;
+        }
+    }
+    p.on_iter = cli_progress_iter;
+    cli_progress_init(&prog, o.quiet);
+    prog_on = 1;
+    p.user_data = &prog;
+
+    /* Train every shape; keep the best by the criterion. */
+    size_t best = 0;
+    moe_status last = MOE_STATUS_OK;
+    moe_error last_err;
+    memset(&last_err, 0, sizeof last_err);
+    for (size_t s = 0; s < n_shapes; s++) {
+        char shape_text[64];
+        moe_tree_shape_format(&shapes[s], shape_text, sizeof shape_text);
+        prog.label = o.select ? shape_text : NULL;
+        p.tree = shapes[s];
+        moe_model *m = NULL;
+        scores[s] = 0.0 / 0.0;
+        st = moe_train(&ds, &p, &m, &err);
+        if (st != MOE_STATUS_OK) {
+            if (st == MOE_STATUS_CANCELLED || cli_interrupted()) {
+                cli_progress_done(&prog);
+                prog_on = 0;
+                cli_error("train", "interrupted: no model written");
+                rc = CLI_EXIT_RUNTIME;
+                goto done;
+            }
+            if (st == MOE_STATUS_NO_MEMORY || !o.select) {
+                cli_progress_done(&prog);
+                prog_on = 0;
+                train_error(table, &err);
+                rc = cli_exit_code(st);
+                goto done;
+            }
+            cli_progress_done(&prog);
+            if (!o.quiet) cli_note("train", "tree %s failed: %s", shape_text, err.message);
+            last = st;
+            last_err = err;
+            continue;
+        }
+        moe_fit_report rep = moe_model_report(m);
+        scores[s] = o.criterion == MOE_CRITERION_AIC   ? rep.aic
+                    : o.criterion == MOE_CRITERION_ICL ? rep.icl
+                                                       : rep.bic;
+        if (o.select) {
+            cli_progress_done(&prog);
+            if (!o.quiet)
+                cli_note("train", "tree %s: %s %.10g (loglik %.10g, df %zu)", shape_text,
+                         criterion_names[o.criterion], scores[s], rep.loglik, rep.df);
+        }
+        if (!model || scores[s] < scores[best]) {
+            moe_model_free(model);
+            model = m;
+            best = s;
+        } else {
+            moe_model_free(m);
+        }
+    }
+    cli_progress_done(&prog);
+    prog_on = 0;
+    if (!model) {
+        cli_error("train", "%s: every shape failed; last: %s", moe_table_name(table),
+                  last_err.message);
+        rc = cli_exit_code(last);
+        goto done;
+    }
+
+    /* Metadata: the encoder, names, and the settings that made the model. */
+    char *enc_text = NULL;
+    if ((st = moe_encoder_to_string(enc, &enc_text, &err)) != MOE_STATUS_OK) {
+        cli_error("train", "%s", err.message);
+        rc = cli_exit_code(st);
+        goto done;
+    }
+    int bad = meta(model, CLI_META_ENCODER, enc_text);
+    free(enc_text);
+    if (bad) goto oom;
+    {
+        char creator[64];
+        snprintf(creator, sizeof creator, "moe %s", MOE_VERSION_STRING);
+        if (meta(model, CLI_META_CREATOR, creator)) goto oom;
+    }
+    size_t nfe = moe_encoder_n_features(enc);
+    const char **names = malloc((nfe + 64) * sizeof *names);
+    if (!names) goto oom;
+    for (size_t j = 0; j < nfe; j++) names[j] = moe_encoder_feature_name(enc, j);
+    b.len = 0;
+    join_json(&b, names, nfe);
+    bad = b.failed || meta(model, CLI_META_FEATURES, b.data);
+    size_t nt = moe_encoder_n_targets(enc), nsel;
+    if (!bad) {
+        const char **tn = malloc((nt + 1) * sizeof *tn);
+        if (!tn) bad = 1;
+        for (size_t t = 0; tn && t < nt; t++) tn[t] = moe_encoder_target_name(enc, t);
+        b.len = 0;
+        if (tn) join_json(&b, tn, nt);
+        free(tn);
+        bad = bad || b.failed || meta(model, CLI_META_TARGETS, b.data);
+    }
+    if (!bad && moe_encoder_n_classes(enc)) {
+        size_t nc = moe_encoder_n_classes(enc);
+        const char **cn = malloc((nc + 1) * sizeof *cn);
+        if (!cn) bad = 1;
+        for (size_t c = 0; cn && c < nc; c++) cn[c] = moe_encoder_class_name(enc, c);
+        b.len = 0;
+        if (cn) join_json(&b, cn, nc);
+        free(cn);
+        bad = bad || b.failed || meta(model, CLI_META_CLASSES, b.data);
+    }
+    if (!bad) {
+        nsel = moe_model_expert_cols(model, ecols, nfe + 1);
+        for (size_t j = 0; j < nsel && j <= nfe; j++) names[j] = moe_encoder_feature_name(enc, ecols[j]);
+        b.len = 0;
+        join_json(&b, names, nsel <= nfe ? nsel : nfe);
+        bad = b.failed || meta(model, CLI_META_EXPERT_FEATURES, b.data);
+    }
+    if (!bad) {
+        nsel = moe_model_gate_cols(model, gcols, nfe + 1);
+        for (size_t j = 0; j < nsel && j <= nfe; j++) names[j] = moe_encoder_feature_name(enc, gcols[j]);
+        b.len = 0;
+        join_json(&b, names, nsel <= nfe ? nsel : nfe);
+        bad = b.failed || meta(model, CLI_META_GATE_FEATURES, b.data);
+    }
+    free(names);
+    if (bad) goto oom;
+    {
+        char shape_text[64], buf[64];
+        moe_tree_shape shape = moe_model_tree(model);
+        moe_tree_shape_format(&shape, shape_text, sizeof shape_text);
+        bad = meta_setting(model, "data", strcmp(data_path, "-") == 0 ? "<stdin>"
+                                                                      : base_name(data_path)) ||
+              meta_setting(model, "task", moe_encoder_task(enc) == MOE_TASK_CLASSIFICATION
+                                              ? "classification"
+                                              : "regression") ||
+              meta_setting(model, "tree", shape_text) ||
+              meta_setting(model, "variance", variance_names[o.variance]) ||
+              meta_setting(model, "init", init_names[o.init]);
+        snprintf(buf, sizeof buf, "%d", o.restarts);
+        bad = bad || meta_setting(model, "restarts", buf);
+        snprintf(buf, sizeof buf, "%" PRIu64, o.seed);
+        bad = bad || meta_setting(model, "seed", buf);
+        snprintf(buf, sizeof buf, "%d", o.max_iter);
+        bad = bad || meta_setting(model, "max_iter", buf) || meta_num(model, "tol", o.tol);
+        snprintf(buf, sizeof buf, "%d", o.short_iter);
+        bad = bad || meta_setting(model, "short_iter", buf) ||
+              meta_num(model, "var_floor", o.var_floor) || meta_num(model, "ridge", o.ridge) ||
+              meta_num(model, "min_support", o.min_support) ||
+              meta_setting(model, "na", na_names[o.na]);
+        snprintf(buf, sizeof buf, "%zu", data->n_dropped);
+        bad = bad || meta_setting(model, "rows_dropped", buf);
+        if (o.weights) bad = bad || meta_setting(model, "weights", o.weights);
+        if (o.select) {
+            b.len = 0;
+            for (size_t s = 0; s < n_shapes; s++) {
+                moe_tree_shape_format(&shapes[s], shape_text, sizeof shape_text);
+                cli_buf_printf(&b, "%s%s=", s ? "," : "", shape_text);
+                cli_buf_num(&b, scores[s]);
+            }
+            bad = bad || b.failed || meta_setting(model, "select", o.select) ||
+                  meta_setting(model, "criterion", criterion_names[o.criterion]) ||
+                  meta_setting(model, "select_scores", b.data);
+        }
+        if (bad) goto oom;
+    }
+
+    /* Save atomically. */
+    if ((st = moe_model_save_buffer(model, &bytes, &n_bytes, &err)) != MOE_STATUS_OK) {
+        cli_error("train", "%s", err.message);
+        rc = cli_exit_code(st);
+        goto done;
+    }
+    if ((st = cli_write_atomic(o.out, bytes, n_bytes, &err)) != MOE_STATUS_OK) {
+        cli_error("train", "%s", err.message);
+        rc = cli_exit_code(st);
+        goto done;
+    }
+    if (!o.quiet) {
+        moe_fit_report rep = moe_model_report(model);
+        moe_tree_shape shape = moe_model_tree(model);
+        char shape_text[64];
+        moe_tree_shape_format(&shape, shape_text, sizeof shape_text);
+        fprintf(stderr,
+                "moe train: %s, tree %s (%zu experts), %zu rows: loglik %.10g, df %zu, "
+                "AIC %.10g, BIC %.10g, ICL %.10g, %d iterations%s\n",
+                moe_model_task(model) == MOE_TASK_CLASSIFICATION ? "classification"
+                                                                 : "regression",
+                shape_text, moe_model_n_experts(model), rep.n_rows, rep.loglik, rep.df, rep.aic,
+                rep.bic, rep.icl, rep.iterations, rep.converged ? ", converged" : ", not converged");
+        if (strcmp(o.out, "-") != 0) fprintf(stderr, "moe train: model saved to %s\n", o.out);
+    }
+    rc = CLI_EXIT_OK;
+    goto done;
+
+oom:
+    cli_error("train", "out of memory");
+    rc = CLI_EXIT_RUNTIME;
+done:
+    if (prog_on) cli_progress_done(&prog);
+    free(bytes);
+    cli_buf_free(&b);
+    moe_model_free(model);
+    moe_encoded_free(data);
+    moe_encoder_free(enc);
+    moe_table_free(table);
+    free(ecols);
+    free(gcols);
+    free(used);
+    free(model_path);
+    cli_list_free(targets, n_targets);
+    cli_list_free(features, n_features);
+    cli_list_free(drops, n_drops);
+    cli_list_free(cats, n_cats);
+    return rc;
+}
