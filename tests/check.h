@@ -28,10 +28,12 @@ static int check_n_pass, check_n_fail;
         }                                                                        \
     } while (0)
 
+/* The condition is evaluated once (it may allocate). */
 #define REQUIRE(cond, ...)                                                       \
     do {                                                                         \
-        CHECK(cond, __VA_ARGS__);                                                \
-        if (!(cond)) return;                                                     \
+        int require_ok_ = (cond) ? 1 : 0;                                        \
+        CHECK(require_ok_, __VA_ARGS__);                                         \
+        if (!require_ok_) return;                                                \
     } while (0)
 
 /* |a - b| <= tol * max(1, |b|) */
