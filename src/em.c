@@ -239,7 +239,7 @@ static moe_status snapshot(const moe_fit *f, run_state *r) {
     }
     memcpy(fr, f->frozen, K);
     memcpy(fl, f->floored, K);
-    memcpy(ev, f->events, f->n_events * sizeof *ev);
+    if (f->n_events) memcpy(ev, f->events, f->n_events * sizeof *ev);
     moe_model_free(r->m);
     free(r->frozen);
     free(r->floored);
@@ -269,7 +269,7 @@ static moe_status restore(moe_fit *f, const run_state *r) {
         f->events = e;
         f->cap_events = r->n_events;
     }
-    memcpy(f->events, r->events, r->n_events * sizeof *f->events);
+    if (r->n_events) memcpy(f->events, r->events, r->n_events * sizeof *f->events);
     f->n_events = r->n_events;
     f->iter = r->iter;
     return MOE_STATUS_OK;
@@ -311,11 +311,17 @@ static void initialise(moe_fit *f, moe_init how, uint64_t seed, int32_t *labels)
  * Boehning's bound guarantees (moe_softmax_step); so the log-likelihood
  * never decreases while most iterations cost one pass. */
 static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double ll_shift,
-                         const moe_train_params *p, int restart, int short_run) {
+                         const moe_train_params *p, int restart, int short_run, int resume) {
     int damp = 0;
     for (;;) {
         double ll = moe_fit_pass(f);
         double llo = ll + ll_shift;
+        if (resume) {
+            /* Continuing a run: these parameters are already the last
+             * entry of the trace; just take the next step. */
+            resume = 0;
+            goto step;
+        }
         if (r->n_trace > 0) {
             double prev = r->trace[r->n_trace - 1];
             if (!(llo >= prev - 1e-12 * fabs(prev))) {
@@ -354,6 +360,7 @@ static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double
             break;
         }
         if (f->iter >= until) break;
+    step:;
         /* Keep the parameters and statistics behind this log-likelihood in
          * case the next step lowers it. */
         moe_status st = snapshot(f, r);
@@ -450,7 +457,7 @@ moe_status moe_train(const moe_dataset *data, const moe_train_params *p, moe_mod
     size_t n_pre = f->n_events; /* data events belong to every run */
     moe_event pre[64];
     if (n_pre > 64) n_pre = 64;
-    memcpy(pre, f->events, n_pre * sizeof *pre);
+    if (n_pre) memcpy(pre, f->events, n_pre * sizeof *pre);
 
     double shift = 0.0;
     for (size_t q = 0; q < m->n_out; q++) shift -= sw * log(m->y_scale[q]);
@@ -465,11 +472,11 @@ moe_status moe_train(const moe_dataset *data, const moe_train_params *p, moe_mod
     double first_tol = p->tol;
     for (int r = 0; r < p->n_restarts; r++) {
         moe_init how = (r % 2 == 0) ? p->init : (p->init == MOE_INIT_KMEANS ? MOE_INIT_RANDOM : MOE_INIT_KMEANS);
-        memcpy(f->events, pre, n_pre * sizeof *pre);
+        if (n_pre) memcpy(f->events, pre, n_pre * sizeof *pre);
         f->n_events = n_pre;
         run_state_free(&cur);
         initialise(f, how, restart_seed(p->seed, r), labels);
-        st = run_em(f, &cur, first_until, first_tol, shift, p, r, first_until < p->max_iter);
+        st = run_em(f, &cur, first_until, first_tol, shift, p, r, first_until < p->max_iter, 0);
         if (st != MOE_STATUS_OK) goto fail;
         double l = cur.trace[cur.n_trace - 1];
         if (best_r < 0 || l > best.trace[best.n_trace - 1]) {
@@ -482,7 +489,7 @@ moe_status moe_train(const moe_dataset *data, const moe_train_params *p, moe_mod
     if (first_until < p->max_iter && !best.converged && !best.stopped) {
         /* Continue the best short run to convergence. */
         st = restore(f, &best);
-        if (st == MOE_STATUS_OK) st = run_em(f, &best, p->max_iter, p->tol, shift, p, best_r, 0);
+        if (st == MOE_STATUS_OK) st = run_em(f, &best, p->max_iter, p->tol, shift, p, best_r, 0, 1);
         if (st != MOE_STATUS_OK) goto fail;
     }
 

@@ -314,11 +314,69 @@ static void test_one_expert_is_ols(void) {
     free(y);
 }
 
+/* flexmix's trick: short runs from many starts, the best one continued. */
+static int count_iter(const moe_iter_info *info, void *user) {
+    int *c = user;
+    c[info->short_run ? 0 : 1]++;
+    return info->iteration >= 1000; /* never reached here */
+}
+
+static int cancel_at_5(const moe_iter_info *info, void *user) {
+    (void)user;
+    return info->iteration >= 5;
+}
+
+static void test_short_runs_and_callback(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/mcycle.csv", check_data_dir());
+    check_csv csv;
+    REQUIRE(check_csv_read(path, &csv) == 0, "cannot read %s", path);
+    moe_dataset d = {csv.n_rows, 1, csv.v, 3, 1, csv.v + 2, 3, 0, NULL, NULL};
+    moe_train_params p = moe_train_params_default();
+    p.tree.branching[0] = 3;
+    p.n_restarts = 10;
+    p.short_iter = 5;
+    p.tol = 1e-10;
+    p.max_iter = 3000;
+    int counts[2] = {0, 0};
+    p.on_iter = count_iter;
+    p.user_data = counts;
+    moe_model *m = NULL;
+    moe_error err;
+    REQUIRE(moe_train(&d, &p, &m, &err) == MOE_STATUS_OK, "%s", err.message);
+    moe_fit_report r = moe_model_report(m);
+    /* 10 short runs of 5 iterations (6 log-likelihoods each), then one. */
+    CHECK(counts[0] == 10 * 6, "short-run callbacks: %d", counts[0]);
+    CHECK(counts[1] > 0, "no continued run");
+    CHECK(r.loglik >= -580.5255 - 0.01, "short runs reached %.4f (reference -580.5255)", r.loglik);
+    CHECK(r.iterations > 5 && r.converged, "iterations %d", r.iterations);
+    double tr[4000];
+    size_t nt = moe_model_trace(m, tr, 4000);
+    CHECK(nt == (size_t)r.iterations + 1, "trace %zu for %d iterations", nt, r.iterations);
+    CHECK(check_monotone(tr, nt, 1e-9) == 0, "trace decreases");
+    moe_model_free(m);
+    /* Cancelling from the callback. */
+    p.on_iter = cancel_at_5;
+    p.short_iter = 0;
+    CHECK(moe_train(&d, &p, &m, &err) == MOE_STATUS_CANCELLED && m == NULL, "not cancelled");
+    /* tol = 0 runs exactly max_iter iterations. */
+    p.on_iter = NULL;
+    p.tol = 0;
+    p.max_iter = 17;
+    p.n_restarts = 1;
+    REQUIRE(moe_train(&d, &p, &m, &err) == MOE_STATUS_OK, "%s", err.message);
+    CHECK(moe_model_report(m).iterations == 17 && !moe_model_report(m).converged, "iterations %d",
+          moe_model_report(m).iterations);
+    moe_model_free(m);
+    free(csv.v);
+}
+
 int main(void) {
     RUN(test_recover_hme);
     RUN(test_recover_multinomial);
     RUN(test_threads_bit_identical);
     RUN(test_select_true_size);
     RUN(test_one_expert_is_ols);
+    RUN(test_short_runs_and_callback);
     return check_finish();
 }
