@@ -8,6 +8,10 @@
 #include "check.h"
 #include "moe.h"
 
+#ifndef M_PI
+#define M_PI 3.14159265358979323846
+#endif
+
 typedef struct ref_case {
     const char *name, *file;
     const char *expert_cols[3];
@@ -26,6 +30,39 @@ static const ref_case cases[] = {
     {"tonedata-k2-constgate", "tonedata.csv", {"stretchratio", NULL}, {NULL}, 2, 141.1984, 7},
     {"tonedata-k2-gate", "tonedata.csv", {"stretchratio", NULL}, {"stretchratio", NULL}, 2, 142.8480, 8},
 };
+
+/* The log-likelihood recomputed from the reported parameters on the user's
+ * scale, with none of the library's prediction code: a flat mixture,
+ * softmax gate with child 0's row zero, one Gaussian per expert. */
+static double naive_loglik(const moe_model *m, const check_csv *csv, const size_t *ec, size_t ne,
+                           const size_t *gc, size_t ng, int ycol) {
+    size_t K = moe_model_n_experts(m);
+    double gate[16 * 4], coef[16][4], var[16];
+    moe_model_gate_coef(m, 0, gate);
+    for (size_t k = 0; k < K; k++) {
+        moe_model_expert_coef(m, k, coef[k]);
+        moe_model_expert_cov(m, k, &var[k]);
+    }
+    double ll = 0.0;
+    for (size_t i = 0; i < csv->n_rows; i++) {
+        const double *row = csv->v + i * csv->n_cols;
+        double logit[16], mx = -INFINITY, z = 0.0, dens = 0.0;
+        for (size_t k = 0; k < K; k++) {
+            logit[k] = gate[k * (1 + ng)];
+            for (size_t j = 0; j < ng; j++) logit[k] += gate[k * (1 + ng) + 1 + j] * row[gc[j]];
+            if (logit[k] > mx) mx = logit[k];
+        }
+        for (size_t k = 0; k < K; k++) z += exp(logit[k] - mx);
+        for (size_t k = 0; k < K; k++) {
+            double mu = coef[k][0];
+            for (size_t j = 0; j < ne; j++) mu += coef[k][1 + j] * row[ec[j]];
+            double r = row[ycol] - mu;
+            dens += exp(logit[k] - mx) / z * exp(-0.5 * r * r / var[k]) / sqrt(2 * M_PI * var[k]);
+        }
+        ll += log(dens);
+    }
+    return ll;
+}
 
 static void run_case(const ref_case *rc) {
     char path[512];
@@ -64,6 +101,17 @@ static void run_case(const ref_case *rc) {
     REQUIRE(moe_model_log_density(m, &d, ld, &err) == MOE_STATUS_OK, "%s", err.message);
     for (size_t i = 0; i < csv.n_rows; i++) s += ld[i];
     CHECK_NEAR(s, r.loglik, 1e-9);
+    double naive = naive_loglik(m, &csv, ec, ne, gc, ng, ycol);
+    CHECK(fabs(naive - r.loglik) < 1e-8 * fabs(r.loglik), "%s: recomputed %.10f vs reported %.10f",
+          rc->name, naive, r.loglik);
+    /* The optimum is a proper one, not a collapsed expert. */
+    for (size_t i = 0; i < r.n_events; i++) {
+        moe_event e;
+        if (moe_model_event(m, i, &e) == MOE_STATUS_OK)
+            CHECK(e.kind != MOE_EVENT_KIND_VARIANCE_FLOOR && e.kind != MOE_EVENT_KIND_LOST_SUPPORT,
+                  "%s: degenerate optimum (%s, expert %d)", rc->name, moe_event_kind_str(e.kind),
+                  e.expert);
+    }
     double tr[6000];
     size_t nt = moe_model_trace(m, tr, 6000);
     CHECK(check_monotone(tr, nt < 6000 ? nt : 6000, 1e-9) == 0, "%s: EM trace decreases",
