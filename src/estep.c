@@ -60,8 +60,8 @@ static void accumulate_block(const moe_fit *f, moe_block *b, size_t r0, size_t n
     double *t = w + MOE_BLOCK_ROWS;
     double *p = t + MOE_BLOCK_ROWS * cmax;
     double *acc = p + MOE_BLOCK_ROWS * cmax;
-    double *S = acc + MOE_BLOCK_ROWS * (cmax + dmax);
-    (void)dmax;
+    size_t acc_n = cmax + dmax > cmax * dmax ? cmax + dmax : cmax * dmax;
+    double *S = acc + MOE_BLOCK_ROWS * acc_n;
 
     const double *wt = d->weights ? d->weights + r0 : NULL;
     double ll = 0.0, ent = 0.0;

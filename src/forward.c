@@ -57,7 +57,8 @@ size_t moe_block_scratch_size(const moe_model *m) {
     size_t nb = MOE_BLOCK_ROWS;
     size_t cmax = m->n_cls > max_children(m) ? m->n_cls : max_children(m);
     size_t dmax = m->ed > m->gd ? m->ed : m->gd;
-    return nb * (2 * cmax + 1) + nb * (cmax + dmax) + nb * (m->ed + m->n_out) + 16;
+    size_t acc = cmax + dmax > cmax * dmax ? cmax + dmax : cmax * dmax;
+    return nb * (2 * cmax + 1) + nb * acc + nb * (m->ed + m->n_out) + 16;
 }
 
 moe_status moe_block_alloc(moe_block *b, const moe_model *m, const moe_nodes *nd) {

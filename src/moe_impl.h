@@ -241,7 +241,7 @@ size_t moe_softmax_work_size(size_t C, size_t d);
 /* Weighted multinomial statistics of one block (added to grad, gram, hess):
  * rows i < nb with design z (nb x d), weights w (nb), targets t (nb x C,
  * each row summing to 1 where w > 0), probabilities p (nb x C, ld_p). hess
- * may be NULL. scratch holds nb * (C + d) doubles. */
+ * may be NULL. scratch holds nb * max(C + d, (C - 1) d) doubles. */
 void moe_softmax_accumulate(size_t nb, size_t C, size_t d, const double *z, const double *w,
                             const double *t, size_t ld_t, const double *p, size_t ld_p,
                             double *grad, double *gram, double *hess, double *scratch);

@@ -47,18 +47,29 @@ void moe_softmax_accumulate(size_t nb, size_t C, size_t d, const double *z, cons
     cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)nb, 1.0, zs, (int)d, 1.0, gram,
                 (int)d);
     if (!hess) return;
+    /* Negative Hessian H = sum_i w_i (diag(p_i) - p_i p_i') (x) z_i z_i' over
+     * the free classes, as one rank-nb update and F small ones:
+     *   H = blockdiag_a(sum w p_a z z') - Q'Q,  row i of Q = sqrt(w_i) (p_i1 z_i', ..., p_iF z_i').
+     * Q reuses the residual buffer's space plus zs (scratch holds nb*(F*d)). */
     size_t n = F * d;
-    for (size_t a = 1; a < C; a++) {
-        for (size_t b = a; b < C; b++) {
-            /* Block (a, b) of the negative Hessian: sum w p_a (delta_ab - p_b) z z'. */
-            for (size_t i = 0; i < nb; i++) {
-                double pa = p[i * ld_p + a], pb = p[i * ld_p + b];
-                double s = w[i] * pa * ((a == b ? 1.0 : 0.0) - pb);
-                for (size_t j = 0; j < d; j++) zs[i * d + j] = s * z[i * d + j];
-            }
-            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)nb, 1.0, z,
-                        (int)d, zs, (int)d, 1.0, hess + (a - 1) * d * n + (b - 1) * d, (int)n);
+    double *q = scratch; /* nb x n: overwrites r and zs, both done with */
+    for (size_t i = 0; i < nb; i++) {
+        double s = sqrt(w[i]);
+        for (size_t a = 1; a < C; a++) {
+            double f = s * p[i * ld_p + a];
+            for (size_t j = 0; j < d; j++) q[i * n + (a - 1) * d + j] = f * z[i * d + j];
         }
+    }
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)n, (int)nb, -1.0, q, (int)n, 1.0, hess,
+                (int)n);
+    for (size_t a = 1; a < C; a++) {
+        for (size_t i = 0; i < nb; i++) {
+            double f = sqrt(w[i] * p[i * ld_p + a]);
+            for (size_t j = 0; j < d; j++) q[i * d + j] = f * z[i * d + j];
+        }
+        double *blk = hess + (a - 1) * d * n + (a - 1) * d;
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)nb, 1.0, q, (int)d, 1.0,
+                    blk, (int)n);
     }
 }
 

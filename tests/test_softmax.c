@@ -42,7 +42,7 @@ static double objective(const double *v) {
 }
 
 static void stats_at(const double *v, double *grad, double *gram, double *hess) {
-    static double p[N * C], scratch[N * (C + D)];
+    static double p[N * C], scratch[N * C * D];
     for (size_t i = 0; i < N; i++) {
         double l[C];
         for (size_t c = 0; c < C; c++) {
