@@ -188,6 +188,8 @@ typedef struct cli_progress {
     double last_draw;   /* last live-line update */
     const char *label;  /* e.g. the tree shape while selecting, or NULL */
     int line_open;      /* a live line is on screen without its newline */
+    moe_iter_info last; /* the latest iteration (drawn at the end on a terminal) */
+    int last_pending;   /* `last` not drawn yet */
     int n_lines;        /* plain lines written */
 } cli_progress;
 

@@ -611,7 +611,8 @@ int cli_cmd_train(int argc, char **argv) {
                                               ? "classification"
                                               : "regression") ||
               meta_setting(model, "tree", shape_text) ||
-              meta_setting(model, "variance", variance_names[o.variance]) ||
+              (moe_encoder_task(enc) == MOE_TASK_REGRESSION &&
+               meta_setting(model, "variance", variance_names[o.variance])) ||
               meta_setting(model, "init", init_names[o.init]);
         snprintf(buf, sizeof buf, "%d", o.restarts);
         bad = bad || meta_setting(model, "restarts", buf);

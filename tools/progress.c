@@ -58,32 +58,50 @@ static void end_line(cli_progress *p) {
     }
 }
 
+static void fmt_change(double delta, char *buf, size_t size) {
+    if (delta != delta || delta - delta != 0.0)
+        snprintf(buf, size, "-");
+    else
+        snprintf(buf, size, "%.3e", delta);
+}
+
+static void draw(cli_progress *p, const moe_iter_info *info, double t) {
+    char label[80] = "", change[32];
+    if (p->label) snprintf(label, sizeof label, "tree %s, ", p->label);
+    const char *phase = info->short_run ? " (short run)" : "";
+    fmt_change(info->delta, change, sizeof change);
+    if (p->tty) {
+        fprintf(stderr, "\r\033[K%srestart %d/%d%s  iter %d  loglik %.8g  change %s  %.2fs",
+                label, info->restart + 1, info->n_restarts, phase, info->iteration,
+                info->loglik, change, t);
+        fflush(stderr);
+        p->line_open = 1;
+        p->last_draw = t;
+        p->last_pending = 0;
+    } else {
+        fprintf(stderr, "%srestart %d/%d%s iteration %d loglik %.10g change %s time %.3fs\n",
+                label, info->restart + 1, info->n_restarts, phase, info->iteration, info->loglik,
+                change, t);
+        p->n_lines++;
+    }
+}
+
 int cli_progress_iter(const moe_iter_info *info, void *user_data) {
     cli_progress *p = user_data;
     if (g_interrupted) return 1;
     if (!p || p->quiet) return 0;
     double t = cli_now() - p->t0;
-    char label[80] = "";
-    if (p->label) snprintf(label, sizeof label, "tree %s, ", p->label);
-    const char *phase = info->short_run ? " (short run)" : "";
-    if (p->tty) {
-        if (p->last_draw >= 0 && t - p->last_draw < 0.05) return 0;
-        p->last_draw = t;
-        fprintf(stderr, "\r\033[K%srestart %d/%d%s  iter %d  loglik %.8g  change %.2e  %.2fs",
-                label, info->restart + 1, info->n_restarts, phase, info->iteration,
-                info->loglik, info->delta, t);
-        fflush(stderr);
-        p->line_open = 1;
-    } else {
-        fprintf(stderr, "%srestart %d/%d%s iteration %d loglik %.10g change %.3e time %.3fs\n",
-                label, info->restart + 1, info->n_restarts, phase, info->iteration, info->loglik,
-                info->delta, t);
-        p->n_lines++;
+    if (p->tty && p->last_draw >= 0 && t - p->last_draw < 0.05) {
+        p->last = *info; /* drawn later, or at the end */
+        p->last_pending = 1;
+        return 0;
     }
+    draw(p, info, t);
     return 0;
 }
 
 void cli_progress_done(cli_progress *p) {
+    if (p && p->tty && !p->quiet && p->last_pending) draw(p, &p->last, cli_now() - p->t0);
     end_line(p);
     if (g_active == p) g_active = NULL;
     set_handlers(0);
