@@ -10,6 +10,7 @@
 #include "cli.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +94,27 @@ static void train_error(const moe_table *table, const moe_error *err) {
         cli_error("train", "%s", err->message);
     else
         cli_error("train", "%s: %s", name, err->message);
+}
+
+/* A class label must be a text or an integer: a number with a fraction
+ * ("2.4") means the target is a measurement, and classifying it would make
+ * every distinct value a class. Returns 0, or -1 after printing the first
+ * such cell. */
+static int check_labels(const moe_table *table, const moe_encoder *enc) {
+    const char *name = moe_encoder_target_name(enc, 0);
+    size_t j = name ? moe_table_col_index(table, name) : MOE_TABLE_NO_COL;
+    if (j == MOE_TABLE_NO_COL) return 0;
+    for (size_t i = 0; i < moe_table_n_rows(table); i++) {
+        const char *cell = moe_table_cell(table, i, j);
+        double v;
+        if (cell && moe_parse_double(cell, &v) && v != floor(v)) {
+            cli_error("train", "%s:%zu:%zu (column '%s'): '%.40s' cannot be a class label (a "
+                               "number with a fraction; use --task regression)",
+                      moe_table_name(table), moe_table_row_line(table, i), j + 1, name, cell);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static const char *base_name(const char *path) {
@@ -346,6 +368,8 @@ int cli_cmd_train(int argc, char **argv) {
         rc = cli_exit_code(st);
         goto done;
     }
+    if (moe_encoder_task(enc) == MOE_TASK_CLASSIFICATION && check_labels(table, enc) != 0)
+        goto done;
     size_t nf = moe_encoder_n_features(enc);
     ecols = malloc((nf + 1) * sizeof *ecols);
     gcols = malloc((nf + 1) * sizeof *gcols);
