@@ -16,7 +16,19 @@ EXPECTED="$ROOT/tests/cli/expected"
 DATA="$ROOT/data"
 TDATA="$ROOT/tests/data"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moe-cli.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+# Sanitizer builds (make sanitize): reports go to files, and any report
+# fails the script, even from a command whose exit status is not checked.
+SANLOG="$TMP/sanitizer-report"
+export ASAN_OPTIONS="log_path=$SANLOG${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="log_path=$SANLOG${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+finish() {
+    if ls "$SANLOG".* > /dev/null 2>&1; then
+        echo "FAIL sanitizer_report"
+        head -40 "$SANLOG".*
+    fi
+    cd / && rm -rf "$TMP"
+}
+trap finish EXIT
 trap 'exit 130' INT TERM
 cd "$TMP" || exit 2
 

@@ -180,8 +180,12 @@ check categorical_forced sh -c '"$0" inspect catsize.moe | grep -q "^  y (catego
 "$MOE" train -q -k 1 -T regression -j 1 ints.csv -o ints_reg.moe
 check task_auto_classification sh -c '"$0" inspect ints_auto.moe | grep -q "^task  *classification$"' "$MOE"
 check task_regression sh -c '"$0" inspect ints_reg.moe | grep -q "^task  *regression$"' "$MOE"
-"$MOE" train -q -k 1 -T classification -j 1 -y x -D y ints.csv -o x_cls.moe 2>/dev/null
-check task_classification_forced sh -c '"$0" inspect --json x_cls.moe | grep -q "\"task\": \"classification\""' "$MOE"
+# 25 distinct integers: auto says regression, --task classification forces.
+awk -F, 'NR == 1 { print "x,y"; next } { print $3 "," int(($3 + 2) * 6) }' cat.csv > ints25.csv
+"$MOE" train -q -k 1 -j 1 ints25.csv -o i25_auto.moe
+"$MOE" train -q -k 1 -T classification -j 1 ints25.csv -o i25_cls.moe
+check task_auto_many_integers sh -c '"$0" inspect i25_auto.moe | grep -q "^task  *regression$"' "$MOE"
+check task_classification_forced sh -c '"$0" inspect --json i25_cls.moe | grep -q "\"task\": \"classification\""' "$MOE"
 
 # ---- missing values -----------------------------------------------------------
 awk -F, 'NR == 5 { $1 = "NA" } NR == 9 { $2 = "" } { print }' OFS=, "$TRAIN" > na.csv
