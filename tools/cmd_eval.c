@@ -42,14 +42,14 @@ int cli_cmd_eval(int argc, char **argv) {
     eval_opts o = {"auto", 0, 0, 0, 0.9};
     cli_opt opts[] = {
         {'l', "level", CLI_OPT_DOUBLE, &o.level, "L", 1e-9, 1 - 1e-9, NULL, "Scoring",
-         "probability of the prediction interval for coverage (regression)", NULL, 0},
+         "interval probability for coverage", NULL, 0},
         {'J', "json", CLI_OPT_FLAG, &o.json, NULL, 0, 0, NULL, NULL, "write JSON", NULL, 0},
         {'F', "sep", CLI_OPT_STRING, &o.sep, "CHAR", 0, 0, NULL, "Input",
          "field delimiter of DATA: auto, ',', ';', tab", NULL, 0},
         {'N', "na", CLI_OPT_CHOICE, &o.na, NULL, 0, 0, na_names, NULL,
-         "rows with missing values: error, or drop them", NULL, 0},
+         "rows with missing values: error, or leave out", NULL, 0},
         {'u', "unseen", CLI_OPT_CHOICE, &o.unseen, NULL, 0, 0, unseen_names, NULL,
-         "a category not seen in training: error, or encode it as all zeros", NULL, 0},
+         "unseen category: error, or all zeros", NULL, 0},
         {'h', "help", CLI_OPT_FLAG, NULL, NULL, 0, 0, NULL, NULL, "this help", NULL, 0},
     };
     const size_t n_opts = sizeof opts / sizeof opts[0];
