@@ -143,6 +143,10 @@ moe_status cli_read_file(const char *path, void **data, size_t *size, moe_error 
  * a test can kill the process during a save). */
 moe_status cli_write_atomic(const char *path, const void *data, size_t size, moe_error *err);
 
+/* 1 when `a` and `b` name the same existing file (same device and inode),
+ * so an output never overwrites an input. "-" is never the same. */
+int cli_same_file(const char *a, const char *b);
+
 /* Seconds on a monotonic clock. */
 double cli_now(void);
 

@@ -124,6 +124,10 @@ int cli_cmd_predict(int argc, char **argv) {
         o.out = pos[2];
     }
     if (!o.out) o.out = "-";
+    if (cli_same_file(o.out, pos[0]) || cli_same_file(o.out, pos[1])) {
+        cli_error("predict", "%s: the output would overwrite an input file", o.out);
+        goto done;
+    }
     char sep;
     if (cli_parse_sep(o.sep, &sep) != 0) {
         cli_error("predict", "--sep: '%.20s' is not a delimiter", o.sep);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *const task_names[] = {"auto", "regression", "classification", NULL};
 static const char *const variance_names[] = {"iso", "diag", "full", NULL};
@@ -276,6 +277,14 @@ int cli_cmd_train(int argc, char **argv) {
         }
         if (!(model_path = default_model_path(data_path))) goto oom;
         o.out = model_path;
+    }
+    if (cli_same_file(o.out, data_path)) {
+        cli_error("train", "%s: the model would overwrite the data file", o.out);
+        goto done;
+    }
+    if (strcmp(o.out, "-") == 0 && isatty(STDOUT_FILENO)) {
+        cli_error("train", "-o -: not writing a binary model to a terminal");
+        goto done;
     }
     char sep;
     if (cli_parse_sep(o.sep, &sep) != 0) {

@@ -74,6 +74,13 @@ static moe_status set_err(moe_error *err, moe_status st, const char *file, const
     return st;
 }
 
+int cli_same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (strcmp(a, "-") == 0 || strcmp(b, "-") == 0) return 0;
+    if (stat(a, &sa) != 0 || stat(b, &sb) != 0) return 0;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 double cli_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -137,3 +137,9 @@ cp good.moe keep.moe
 "$MOE" train -q -k 0 "$TRAIN" -o keep.moe 2>/dev/null
 "$MOE" train -q few.csv -o keep.moe 2>/dev/null
 check failed_run_keeps_old_model cmp -s good.moe keep.moe
+
+# An output never overwrites an input.
+cp "$TRAIN" data_copy.csv
+bad overwrite_data 'data_copy\.csv: the model would overwrite the data file' - "$MOE" train -q data_copy.csv -o ./data_copy.csv
+bad overwrite_predict_input 'data_copy\.csv: the output would overwrite an input file' - "$MOE" predict good.moe data_copy.csv -o data_copy.csv
+check overwrite_inputs_intact cmp -s "$TRAIN" data_copy.csv
