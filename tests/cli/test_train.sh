@@ -214,3 +214,13 @@ if command -v script >/dev/null 2>&1; then
     script -qec "$MOE train -k 2 -r 2 -j 1 $TRAIN -o tty.moe" /dev/null > tty.txt 2>&1
     check progress_tty sh -c 'grep -q "$(printf "\r")" tty.txt && ! grep -q "^restart 1/2 iteration 1 loglik" tty.txt'
 fi
+
+# ---- eval's input options --------------------------------------------------------------
+tr , ';' < "$TEST" > semi_test.csv
+"$MOE" eval hme.moe "$TEST" > e1.txt
+"$MOE" eval --sep ';' hme.moe semi_test.csv > e2.txt
+check eval_sep cmp -s e1.txt e2.txt
+"$MOE" eval --na drop na.moe na.csv > e3.txt 2> e3_err.txt
+check eval_na_drop sh -c 'grep -q "^rows  *98$" e3.txt && grep -q "dropped 2 of 100 rows" e3_err.txt'
+"$MOE" eval --unseen zero cat.moe unseen.csv > e4.txt; rc=$?
+check eval_unseen_zero sh -c '[ $0 -eq 0 ] && grep -q "^rows  *150$" e4.txt' $rc
