@@ -99,14 +99,15 @@ make_cat() {
     }' > "$1"
 }
 
-# make_multi FILE N: x1,x2,y1,y2 -- two outputs, two regimes.
+# make_multi FILE N: x1,x2,y1,y2 -- two outputs, two regimes mixed by a
+# soft gate in x1 (so the fitted gate is finite and well determined).
 make_multi() {
     awk -v n="$2" 'function u() { s = (s * 16807) % 2147483647; return s / 2147483647 }
     BEGIN {
         s = 7; print "x1,x2,y1,y2"
         for (i = 1; i <= n; i++) {
             a = 2 * u() - 1; b = 2 * u() - 1; e1 = u() - 0.5; e2 = u() - 0.5
-            if (a > 0) { y1 = 1 + 2 * a + 0.2 * e1; y2 = -1 + b + 0.2 * e2 }
+            if (u() < 1 / (1 + exp(-3 * a))) { y1 = 1 + 2 * a + 0.2 * e1; y2 = -1 + b + 0.2 * e2 }
             else       { y1 = -1 - a + 0.2 * e1;   y2 = 2 - 2 * b + 0.2 * e2 }
             printf "%.5f,%.5f,%.5f,%.5f\n", a, b, y1, y2
         }
