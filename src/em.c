@@ -26,7 +26,7 @@ moe_train_params moe_train_params_default(void) {
     p.variance = MOE_VARIANCE_DIAG;
     p.n_expert_cols = MOE_ALL_COLS;
     p.n_gate_cols = MOE_ALL_COLS;
-    p.init = MOE_INIT_KMEANS;
+    p.init = MOE_INIT_RANDOM;
     p.n_restarts = 1;
     p.seed = 1;
     p.max_iter = 500;

@@ -48,7 +48,15 @@ static void init_posteriors(const moe_fit *f, moe_block *b, size_t r0, size_t nb
     }
 }
 
-static void accumulate_block(const moe_fit *f, moe_block *b, size_t r0, size_t nb, double *st) {
+/* Add the block's weight sum to a sampled Hessian's last slot. */
+static void hess_weight(double *hess, size_t n, const double *w, size_t nb) {
+    double s = 0.0;
+    for (size_t i = 0; i < nb; i++) s += w[i];
+    hess[n * n] += s;
+}
+
+static void accumulate_block(const moe_fit *f, moe_block *b, size_t r0, size_t nb, int with_hess,
+                             double *st) {
     const moe_model *m = f->m;
     const moe_dataset *d = f->data;
     size_t K = m->n_leaves, P = m->n_out, C = m->n_cls, ed = m->ed, gd = m->gd;
@@ -69,17 +77,43 @@ static void accumulate_block(const moe_fit *f, moe_block *b, size_t r0, size_t n
         double wi = wt ? wt[i] : 1.0;
         if (wi == 0.0) continue;
         ll += wi * b->ll[i];
-        const double *h = b->post + i * NN + G;
-        double e = 0.0;
-        for (size_t k = 0; k < K; k++)
-            if (h[k] > 0.0) e -= h[k] * log(h[k]);
-        ent += wi * e;
+        ent += wi * b->ent[i];
     }
     st[0] += ll;
     st[1] += ent;
 
-    /* Experts. */
-    for (size_t k = 0; k < K; k++) {
+    /* Gaussian experts: the Gram matrices of u = [z, t] weighted by w h_k,
+     * for a group of experts at once as one GEMM:
+     *   [w h_k1 u, ..., w h_kg u]' u  =  (G_k1; ...; G_kg)   (g q x q).
+     * Twice the flops of one SYRK per expert, but one large call. */
+    if (m->task == MOE_TASK_REGRESSION) {
+        size_t q = ed + P, group = MOE_EXPERT_GROUP(q);
+        double *u = S, *a = S + MOE_BLOCK_ROWS * q;
+        for (size_t i = 0; i < nb; i++) {
+            for (size_t j = 0; j < ed; j++) u[i * q + j] = b->ze[i * ed + j];
+            for (size_t j = 0; j < P; j++) u[i * q + ed + j] = b->tgt[i * P + j];
+        }
+        for (size_t k0 = 0; k0 < K; k0 += group) {
+            size_t ng = K - k0 < group ? K - k0 : group;
+            for (size_t i = 0; i < nb; i++) {
+                double wi = wt ? wt[i] : 1.0;
+                const double *h = b->post + i * NN + G + k0;
+                for (size_t e = 0; e < ng; e++) {
+                    double s = wi * h[e];
+                    double *ai = a + i * ng * q + e * q;
+                    for (size_t j = 0; j < q; j++) ai[j] = s * u[i * q + j];
+                }
+            }
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(ng * q), (int)q, (int)nb,
+                        1.0, a, (int)(ng * q), u, (int)q, 1.0, st + f->off_eg + k0 * q * q, (int)q);
+        }
+        for (size_t k = 0; k < K; k++) {
+            double sw = 0.0;
+            for (size_t i = 0; i < nb; i++) sw += (wt ? wt[i] : 1.0) * b->post[i * NN + G + k];
+            st[f->off_esw + k] += sw;
+        }
+    }
+    for (size_t k = 0; k < K && m->task == MOE_TASK_CLASSIFICATION; k++) {
         double sw = 0.0;
         for (size_t i = 0; i < nb; i++) {
             w[i] = (wt ? wt[i] : 1.0) * b->post[i * NN + G + k];
@@ -87,16 +121,7 @@ static void accumulate_block(const moe_fit *f, moe_block *b, size_t r0, size_t n
         }
         st[f->off_esw + k] += sw;
         if (sw == 0.0) continue;
-        if (m->task == MOE_TASK_REGRESSION) {
-            size_t q = ed + P;
-            for (size_t i = 0; i < nb; i++) {
-                double s = sqrt(w[i]);
-                for (size_t j = 0; j < ed; j++) S[i * q + j] = s * b->ze[i * ed + j];
-                for (size_t j = 0; j < P; j++) S[i * q + ed + j] = s * b->tgt[i * P + j];
-            }
-            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)q, (int)nb, 1.0, S, (int)q,
-                        1.0, st + f->off_eg + k * q * q, (int)q);
-        } else {
+        {
             size_t n = (C - 1) * ed;
             for (size_t i = 0; i < nb; i++) {
                 const double *lq = b->eo + (i * K + k) * C;
@@ -106,9 +131,10 @@ static void accumulate_block(const moe_fit *f, moe_block *b, size_t r0, size_t n
                 }
                 t[i * C + (size_t)d->labels[r0 + i]] = 1.0;
             }
+            double *h = f->e_newton && with_hess ? st + f->off_ehess + k * (n * n + 1) : NULL;
             moe_softmax_accumulate(nb, C, ed, b->ze, w, t, C, p, C, st + f->off_egrad + k * n,
-                                   st + f->off_egram + k * ed * ed,
-                                   f->e_newton ? st + f->off_ehess + k * n * n : NULL, acc);
+                                   st + f->off_egram + k * ed * ed, h, acc);
+            if (h) hess_weight(h, n, w, nb);
         }
     }
 
@@ -120,13 +146,14 @@ static void accumulate_block(const moe_fit *f, moe_block *b, size_t r0, size_t n
             double hg = post[g];
             w[i] = (wt ? wt[i] : 1.0) * hg;
             for (size_t c = 0; c < nc; c++) {
-                p[i * nc + c] = exp(b->gl[i * GR + gr + c]);
+                p[i * nc + c] = b->gp[i * GR + gr + c];
                 t[i * nc + c] = hg > 0.0 ? post[c0 + c] / hg : p[i * nc + c];
             }
         }
+        double *h = f->off_ghess[g] != SIZE_MAX && with_hess ? st + f->off_ghess[g] : NULL;
         moe_softmax_accumulate(nb, nc, gd, b->zg, w, t, nc, p, nc, st + f->off_ggrad[g],
-                               st + f->off_ggram[g],
-                               f->off_ghess[g] == SIZE_MAX ? NULL : st + f->off_ghess[g], acc);
+                               st + f->off_ggram[g], h, acc);
+        if (h) hess_weight(h, (nc - 1) * gd, w, nb);
     }
 }
 
@@ -146,7 +173,7 @@ double moe_fit_pass(moe_fit *f) {
             moe_block_posterior(f->m, &f->nd, b, nb, d->y ? d->y + r0 * d->ld_y : NULL, d->ld_y,
                                 d->labels ? d->labels + r0 : NULL);
             if (f->init_mode) init_posteriors(f, b, r0, nb);
-            accumulate_block(f, b, r0, nb, st);
+            accumulate_block(f, b, r0, nb, blk % f->hess_stride == 0, st);
         }
     }
     memcpy(f->stats, f->slab, f->stat_size * sizeof(double));

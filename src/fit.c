@@ -45,7 +45,7 @@ moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_dataset *data,
         f->off_egram = off;
         off += K * ed * ed;
         f->off_ehess = off;
-        if (f->e_newton) off += K * n * n;
+        if (f->e_newton) off += K * (n * n + 1);
     }
     f->off_ggrad = calloc(G + 1, sizeof(size_t));
     f->off_ggram = calloc(G + 1, sizeof(size_t));
@@ -60,7 +60,7 @@ moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_dataset *data,
         off += gd * gd;
         if (n <= MOE_NEWTON_MAX_PARAMS) {
             f->off_ghess[g] = off;
-            off += n * n;
+            off += n * n + 1;
         } else {
             f->off_ghess[g] = SIZE_MAX;
         }
@@ -70,6 +70,8 @@ moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_dataset *data,
     f->stat_size = off;
 
     f->n_blocks = (f->n_rows + MOE_BLOCK_ROWS - 1) / MOE_BLOCK_ROWS;
+    f->hess_stride = (f->n_blocks + MOE_HESSIAN_SAMPLE_BLOCKS - 1) / MOE_HESSIAN_SAMPLE_BLOCKS;
+    if (f->hess_stride == 0) f->hess_stride = 1;
     size_t by_budget = SLAB_BUDGET_BYTES / (f->stat_size * sizeof(double));
     f->n_slabs = f->n_blocks < MAX_SLABS ? f->n_blocks : MAX_SLABS;
     if (f->n_slabs > by_budget) f->n_slabs = by_budget;

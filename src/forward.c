@@ -58,7 +58,9 @@ size_t moe_block_scratch_size(const moe_model *m) {
     size_t cmax = m->n_cls > max_children(m) ? m->n_cls : max_children(m);
     size_t dmax = m->ed > m->gd ? m->ed : m->gd;
     size_t acc = cmax + dmax > cmax * dmax ? cmax + dmax : cmax * dmax;
-    return nb * (2 * cmax + 1) + nb * acc + nb * (m->ed + m->n_out) + 16;
+    size_t q = m->ed + m->n_out, group = MOE_EXPERT_GROUP(q);
+    if (group > m->n_leaves) group = m->n_leaves;
+    return nb * (2 * cmax + 1) + nb * acc + nb * q * (1 + group) + 16;
 }
 
 moe_status moe_block_alloc(moe_block *b, const moe_model *m, const moe_nodes *nd) {
@@ -68,15 +70,17 @@ moe_status moe_block_alloc(moe_block *b, const moe_model *m, const moe_nodes *nd
     b->ze = malloc(nb * m->ed * sizeof(double));
     b->zg = malloc(nb * m->gd * sizeof(double));
     b->gl = malloc((nb * nd->gate_rows + 1) * sizeof(double));
+    b->gp = malloc((nb * nd->gate_rows + 1) * sizeof(double));
     b->lp = malloc(nb * nd->n_nodes * sizeof(double));
     b->eo = malloc(nb * K * R * sizeof(double));
     b->ld = malloc(nb * K * sizeof(double));
     b->post = malloc(nb * nd->n_nodes * sizeof(double));
     b->tgt = malloc((nb * m->n_out + 1) * sizeof(double));
     b->ll = malloc(nb * sizeof(double));
+    b->ent = malloc(nb * sizeof(double));
     b->scr = malloc(moe_block_scratch_size(m) * sizeof(double));
-    if (!b->ze || !b->zg || !b->gl || !b->lp || !b->eo || !b->ld || !b->post || !b->tgt ||
-        !b->ll || !b->scr) {
+    if (!b->ze || !b->zg || !b->gl || !b->gp || !b->lp || !b->eo || !b->ld || !b->post || !b->tgt ||
+        !b->ll || !b->ent || !b->scr) {
         moe_block_free(b);
         return MOE_STATUS_NO_MEMORY;
     }
@@ -87,12 +91,14 @@ void moe_block_free(moe_block *b) {
     free(b->ze);
     free(b->zg);
     free(b->gl);
+    free(b->gp);
     free(b->lp);
     free(b->eo);
     free(b->ld);
     free(b->post);
     free(b->tgt);
     free(b->ll);
+    free(b->ent);
     free(b->scr);
     memset(b, 0, sizeof *b);
 }
@@ -119,13 +125,22 @@ void moe_block_gates(const moe_model *m, const moe_nodes *nd, moe_block *b, size
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)GR, (int)gd, 1.0,
                     b->zg, (int)gd, m->gate_coef, (int)gd, 0.0, b->gl, (int)GR);
     for (size_t i = 0; i < nb; i++) {
-        double *gl = b->gl + i * GR, *lp = b->lp + i * NN;
+        double *gl = b->gl + i * GR, *gp = b->gp + i * GR, *lp = b->lp + i * NN;
         lp[0] = 0.0;
         for (size_t g = 0; g < m->n_gates; g++) {
-            double *v = gl + nd->grow[g];
+            double *v = gl + nd->grow[g], *pr = gp + nd->grow[g];
             size_t nc = m->gate_nch[g];
-            moe_log_softmax(v, nc);
-            for (size_t c = 0; c < nc; c++) lp[nd->child0[g] + c] = lp[g] + v[c];
+            /* softmax and log-softmax with one exp per child */
+            double mx = v[0], s = 0.0;
+            for (size_t c = 1; c < nc; c++)
+                if (v[c] > mx) mx = v[c];
+            for (size_t c = 0; c < nc; c++) s += (pr[c] = exp(v[c] - mx));
+            double ls = log(s), inv = 1.0 / s;
+            for (size_t c = 0; c < nc; c++) {
+                v[c] -= mx + ls;
+                pr[c] *= inv;
+                lp[nd->child0[g] + c] = lp[g] + v[c];
+            }
         }
     }
 }
@@ -169,11 +184,28 @@ void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, 
         double *lp = b->lp + i * NN, *post = b->post + i * NN;
         double *lj = post + G; /* leaves' slots, reused */
         for (size_t k = 0; k < K; k++) lj[k] = lp[G + k] + ldi[k];
-        double l = moe_logsumexp(lj, K);
-        b->ll[i] = l;
-        if (isfinite(l)) {
-            for (size_t k = 0; k < K; k++) lj[k] = exp(lj[k] - l);
+        double mx = -INFINITY;
+        for (size_t k = 0; k < K; k++)
+            if (lj[k] > mx) mx = lj[k];
+        double l = mx;
+        if (isfinite(mx)) {
+            /* h_k = exp(lj_k - mx) / s with one exp per leaf; then
+             * log h_k = lj_k - l, so the entropy -sum h log h needs no log. */
+            double s = 0.0, e = 0.0;
+            double *ex = b->ld + i * K; /* the densities are no longer needed */
+            for (size_t k = 0; k < K; k++) s += (ex[k] = exp(lj[k] - mx));
+            l = mx + log(s);
+            double inv = 1.0 / s;
+            for (size_t k = 0; k < K; k++) {
+                double lk = lj[k] - l;
+                lj[k] = ex[k] * inv;
+                if (lj[k] > 0.0) e -= lj[k] * lk;
+            }
+            b->ll[i] = l;
+            b->ent[i] = e;
         } else {
+            b->ll[i] = l;
+            b->ent[i] = 0.0;
             /* Every leaf gives the target zero density (far outside every
              * expert): fall back to the prior so the posteriors stay a
              * distribution. The row's log-likelihood stays -inf. */

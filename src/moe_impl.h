@@ -160,19 +160,26 @@ double moe_solve_spd(const double *a, size_t n, double *b, size_t nrhs, double r
  * that a block's workspace stays in cache. */
 #define MOE_BLOCK_ROWS 256
 
+/* Gaussian experts whose statistics one GEMM accumulates together (so
+ * that the GEMM is about 512 columns wide), for a Gram of width q. */
+#define MOE_EXPERT_GROUP(q) ((q) >= 512 ? (size_t)1 : (size_t)512 / (q))
+
 /* Workspace of one thread for one block of up to MOE_BLOCK_ROWS rows. All
  * matrices are row-major with the block's rows first. */
 typedef struct moe_block {
     double *ze;     /* [nb x ed]  standardised expert design, intercept first */
     double *zg;     /* [nb x gd]  standardised gate design */
     double *gl;     /* [nb x gate_rows] gate logits, then log-softmax per gate */
+    double *gp;     /* [nb x gate_rows] gate probabilities (softmax per gate) */
     double *lp;     /* [nb x n_nodes] log prior of every node (gates, then leaves) */
     double *eo;     /* [nb x K*R] expert outputs: means (R = P) or logits (R = C),
                        then log-softmax per expert for classification */
-    double *ld;     /* [nb x K]  log-density of the target under each expert */
+    double *ld;     /* [nb x K]  log-density of the target under each expert (then
+                       scratch of moe_block_posterior) */
     double *post;   /* [nb x n_nodes] posterior of every node */
     double *tgt;    /* [nb x P]  standardised targets */
     double *ll;     /* [nb] log-likelihood of each row (standardised scale) */
+    double *ent;    /* [nb] entropy of each row's leaf posteriors */
     double *scr;    /* scratch, see moe_block_scratch_size() */
 } moe_block;
 
@@ -217,6 +224,13 @@ void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, 
  * ((C-1) d)^2 Hessian). */
 #define MOE_NEWTON_MAX_PARAMS 160
 
+/* The Newton Hessians are accumulated on a deterministic sample of about
+ * this many blocks (every s-th block), then scaled to the full weight: a
+ * subsampled Newton step (Roosta-Khorasani & Mahoney 2016). The gradient
+ * and the bound's Gram matrix always use every row, and EM's damping
+ * retries keep every iteration an ascent, so only speed depends on it. */
+#define MOE_HESSIAN_SAMPLE_BLOCKS 32
+
 typedef struct moe_fit moe_fit;
 
 /* One Newton (or Boehning bound) ascent step for a weighted multinomial
@@ -260,11 +274,13 @@ struct moe_fit {
      *   [0] weighted log-likelihood (standardised scale), [1] entropy EN,
      *   esw[K]  posterior weight of each expert,
      *   regression: eg[K][(ed+P)^2]  Gram of [z, t] weighted by w h_k;
-     *   classification: egrad[K][(C-1)ed], egram[K][ed^2], ehess[K][((C-1)ed)^2];
-     *   gate g: ggrad[g], ggram[g], ghess[g] (ghess only when Newton is used). */
+     *   classification: egrad[K][(C-1)ed], egram[K][ed^2], ehess[K][((C-1)ed)^2 + 1];
+     *   gate g: ggrad[g], ggram[g], ghess[g] (ghess only when Newton is used).
+     * A Hessian's extra last slot holds the weight of the rows it sampled. */
     size_t off_esw, off_eg, off_egrad, off_egram, off_ehess;
     size_t *off_ggrad, *off_ggram, *off_ghess; /* [G]; off_ghess SIZE_MAX = bound only */
     int e_newton;
+    size_t hess_stride;        /* Hessians use blocks blk % hess_stride == 0 */
     size_t stat_size;
     double *slab;              /* [n_slabs x stat_size] */
     double *stats;             /* [stat_size] the sums, in slab order */

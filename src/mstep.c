@@ -124,6 +124,18 @@ static void gaussian_expert(moe_fit *f, size_t k) {
     f->floored[k] = (unsigned char)hit;
 }
 
+/* Scale a sampled Hessian (its last slot: the sampled weight) to the full
+ * weight, which is the Gram's intercept entry sum w. NULL if it saw none. */
+static const double *full_hessian(double *hess, size_t n, const double *gram) {
+    double sampled = hess[n * n];
+    if (!(sampled > 0.0)) return NULL;
+    double s = gram[0] / sampled;
+    if (s != 1.0)
+        for (size_t j = 0; j < n * n; j++) hess[j] *= s;
+    hess[n * n] = gram[0];
+    return hess;
+}
+
 void moe_fit_mstep(moe_fit *f, int damp) {
     moe_model *m = f->m;
     size_t K = m->n_leaves, C = m->n_cls, ed = m->ed, gd = m->gd;
@@ -149,17 +161,21 @@ void moe_fit_mstep(moe_fit *f, int damp) {
             gaussian_expert(f, k);
         } else {
             size_t n = (C - 1) * ed;
-            moe_softmax_step(m->coef + k * C * ed, C, ed, f->stats + f->off_egrad + k * n,
-                             f->stats + f->off_egram + k * ed * ed,
-                             f->e_newton ? f->stats + f->off_ehess + k * n * n : NULL, f->ridge,
-                             damp, f->work);
+            const double *gram = f->stats + f->off_egram + k * ed * ed;
+            const double *h = f->e_newton
+                                  ? full_hessian(f->stats + f->off_ehess + k * (n * n + 1), n, gram)
+                                  : NULL;
+            moe_softmax_step(m->coef + k * C * ed, C, ed, f->stats + f->off_egrad + k * n, gram,
+                             h, f->ridge, damp, f->work);
         }
     }
     for (size_t g = 0; g < m->n_gates; g++) {
+        const double *gram = f->stats + f->off_ggram[g];
+        const double *h = f->off_ghess[g] == SIZE_MAX
+                              ? NULL
+                              : full_hessian(f->stats + f->off_ghess[g], (m->gate_nch[g] - 1) * gd, gram);
         moe_softmax_step(m->gate_coef + m->gate_off[g], m->gate_nch[g], gd,
-                         f->stats + f->off_ggrad[g], f->stats + f->off_ggram[g],
-                         f->off_ghess[g] == SIZE_MAX ? NULL : f->stats + f->off_ghess[g], f->ridge,
-                         damp, f->work);
+                         f->stats + f->off_ggrad[g], gram, h, f->ridge, damp, f->work);
     }
     moe_model_refresh_chol(m);
 }
