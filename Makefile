@@ -165,3 +165,13 @@ fuzz: $(FUZZ_BIN)
 	    $$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 	        -artifact_prefix=$(BUILD)/fuzz/crashes/$$short- $$work $$seeds; \
 	done
+
+# ---- benchmarks -------------------------------------------------------------
+#   make bench     EM speed against the machine's measured bound (bench/bench.c)
+
+$(BUILD)/bench: bench/bench.c include/moe.h $(BUILD)/libmoe.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libmoe.a $(LDLIBS_ALL)
+
+bench: $(BUILD)/bench
+	$(BUILD)/bench
