@@ -2,7 +2,8 @@
 # setup.sh -- install the Debian packages moe needs to build and test.
 #
 #   sh tools/setup.sh         compiler, make, OpenBLAS (OpenMP variant), pkg-config
-#   sh tools/setup.sh fuzz    ... and clang (for `make fuzz` and `make CC=clang`)
+#   sh tools/setup.sh fuzz    ... and clang with its sanitizer/libFuzzer runtimes
+#                             (for `make fuzz` and `make CC=clang`)
 #
 # Idempotent and quiet: packages already installed are left alone, and
 # apt-get runs only when something is missing. Needs root (or sudo).
@@ -11,7 +12,7 @@ set -e
 pkgs="make gcc libc6-dev libopenblas-openmp-dev pkg-config"
 for arg in "$@"; do
     case "$arg" in
-    fuzz|clang) pkgs="$pkgs clang" ;;
+    fuzz|clang) pkgs="$pkgs clang libclang-rt-14-dev" ;;
     *) echo "setup.sh: unknown argument '$arg' (expected: fuzz)" >&2; exit 1 ;;
     esac
 done
