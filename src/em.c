@@ -309,7 +309,8 @@ static void initialise(moe_fit *f, moe_init how, uint64_t seed, int32_t *labels)
  * the log-likelihood lower, the previous parameters and statistics come
  * back and the step is retried with half the length, down to a step that
  * Boehning's bound guarantees (moe_softmax_step); so the log-likelihood
- * never decreases while most iterations cost one pass. */
+ * never decreases while most iterations cost one pass. The damping level
+ * carries over, relaxed by one halving per accepted iteration. */
 static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double ll_shift,
                          const moe_train_params *p, int restart, int short_run, int resume) {
     int damp = 0;
@@ -345,7 +346,10 @@ static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double
                 return snapshot(f, r);
             }
         }
-        damp = 0;
+        /* Accepted. The next step starts one halving shorter than this one
+         * needed, so a hard stretch does not pay for its retries again at
+         * every iteration. */
+        if (damp > 0) damp--;
         if (trace_push(r, llo) != 0) return MOE_STATUS_NO_MEMORY;
         r->loglik = ll;
         r->entropy = f->stats[1];
@@ -366,7 +370,7 @@ static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double
         moe_status st = snapshot(f, r);
         if (st != MOE_STATUS_OK) return st;
         memcpy(f->stats_prev, f->stats, f->stat_size * sizeof(double));
-        moe_fit_mstep(f, 0);
+        moe_fit_mstep(f, damp);
         f->iter++;
     }
     return snapshot(f, r);
