@@ -465,10 +465,13 @@ moe_status moe_train(const moe_dataset *data, const moe_train_params *p, moe_mod
 
     double shift = 0.0;
     for (size_t q = 0; q < m->n_out; q++) shift -= sw * log(m->y_scale[q]);
-    labels = malloc((data->n_rows + 1) * sizeof *labels);
-    if (!labels) {
-        st = MOE_STATUS_NO_MEMORY;
-        goto fail;
+    /* k-means labels (4 bytes a row) only when some restart uses k-means. */
+    if (p->init == MOE_INIT_KMEANS || p->n_restarts > 1) {
+        labels = malloc((data->n_rows + 1) * sizeof *labels);
+        if (!labels) {
+            st = MOE_STATUS_NO_MEMORY;
+            goto fail;
+        }
     }
 
     int best_r = -1;
