@@ -142,28 +142,37 @@ static moe_status check_data(const moe_dataset *d, const moe_model *m, moe_error
     return MOE_STATUS_OK;
 }
 
+/* Weighted mean and standard deviation of v[i * stride], two passes for
+ * accuracy. Returns 0 when the values are constant (sd negligible). */
+static int moments(const double *v, size_t stride, size_t n, const double *w, double sw,
+                   double *mu, double *sd) {
+    double s = 0.0, q = 0.0;
+    for (size_t i = 0; i < n; i++) s += (w ? w[i] : 1.0) * v[i * stride];
+    *mu = s / sw;
+    for (size_t i = 0; i < n; i++) {
+        double e = v[i * stride] - *mu;
+        q += (w ? w[i] : 1.0) * e * e;
+    }
+    *sd = sqrt(q / sw);
+    return *sd > 1e-12 * (fabs(*mu) + 1e-300) && *sd > 0.0 && isfinite(*sd);
+}
+
 /* Weighted means and standard deviations of the used columns and targets,
  * computed in two passes for accuracy. A constant column keeps scale 1 (its
  * standardised value is 0) and is reported. */
 static void standardise(const moe_dataset *d, moe_model *m, double sw, moe_fit *f) {
     size_t N = d->n_rows;
     unsigned char *used = calloc(m->n_cols + 1, 1);
+    double mu, sd;
     for (size_t j = 0; j < m->n_ecols; j++) if (used) used[m->ecols[j]] = 1;
     for (size_t j = 0; j < m->n_gcols; j++) if (used) used[m->gcols[j]] = 1;
     for (size_t c = 0; c < m->n_cols; c++) {
         m->x_mean[c] = 0.0;
         m->x_scale[c] = 1.0;
         if (used && !used[c]) continue;
-        double s = 0.0, v = 0.0;
-        for (size_t i = 0; i < N; i++) s += (d->weights ? d->weights[i] : 1.0) * d->x[i * d->ld_x + c];
-        double mu = s / sw;
-        for (size_t i = 0; i < N; i++) {
-            double e = d->x[i * d->ld_x + c] - mu;
-            v += (d->weights ? d->weights[i] : 1.0) * e * e;
-        }
-        double sd = sqrt(v / sw);
+        int ok = moments(d->x + c, d->ld_x, N, d->weights, sw, &mu, &sd);
         m->x_mean[c] = mu;
-        if (sd > 1e-12 * (fabs(mu) + 1e-300) && sd > 0.0 && isfinite(sd)) {
+        if (ok) {
             m->x_scale[c] = sd;
         } else {
             moe_log(MOE_LOG_LEVEL_WARN, "input column %zu is constant (%g): it carries no information",
@@ -173,16 +182,9 @@ static void standardise(const moe_dataset *d, moe_model *m, double sw, moe_fit *
     }
     free(used);
     for (size_t p = 0; p < m->n_out; p++) {
-        double s = 0.0, v = 0.0;
-        for (size_t i = 0; i < N; i++) s += (d->weights ? d->weights[i] : 1.0) * d->y[i * d->ld_y + p];
-        double mu = s / sw;
-        for (size_t i = 0; i < N; i++) {
-            double e = d->y[i * d->ld_y + p] - mu;
-            v += (d->weights ? d->weights[i] : 1.0) * e * e;
-        }
-        double sd = sqrt(v / sw);
+        int ok = moments(d->y + p, d->ld_y, N, d->weights, sw, &mu, &sd);
         m->y_mean[p] = mu;
-        m->y_scale[p] = sd > 1e-12 * (fabs(mu) + 1e-300) && sd > 0.0 && isfinite(sd) ? sd : 1.0;
+        m->y_scale[p] = ok ? sd : 1.0;
     }
 }
 
