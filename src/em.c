@@ -295,6 +295,14 @@ static void initialise(moe_fit *f, moe_init how, uint64_t seed, int32_t *labels)
         f->init_mode = 2;
         f->init_labels = labels;
     } else {
+        /* Random hyperplanes for every gate: standard normal coefficients
+         * scaled so that a logit has sd about 2 on standardised inputs. */
+        moe_rng rng;
+        moe_rng_seed(&rng, seed ^ 0x5851f42d4c957f2dULL);
+        double sc = 2.0 / sqrt((double)m->gd);
+        for (size_t g = 0; g < m->n_gates; g++)
+            for (size_t j = m->gd; j < m->gate_nch[g] * m->gd; j++)
+                m->gate_coef[m->gate_off[g] + j] = sc * moe_rng_normal(&rng);
         f->init_mode = 1;
         f->init_seed = seed;
     }

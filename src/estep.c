@@ -25,12 +25,15 @@ static void init_posteriors(const moe_fit *f, moe_block *b, size_t r0, size_t nb
     for (size_t i = 0; i < nb; i++) {
         double *h = b->post + i * NN + G;
         if (f->init_mode == 1) {
-            /* Uniform on the simplex (Dirichlet(1)): normalised exponentials
+            /* The random gates' leaf probabilities (the model's gates hold
+             * random hyperplanes now) times independent Exp(1) draws per row
+             * and leaf -- a Dirichlet(1) tilt -- normalised. The draws come
              * from a generator seeded by the row, so no thread order matters. */
             moe_rng rng;
             moe_rng_seed(&rng, f->init_seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(r0 + i + 1)));
+            const double *lp = b->lp + i * NN + G;
             double s = 0.0;
-            for (size_t k = 0; k < K; k++) s += (h[k] = moe_rng_exp(&rng));
+            for (size_t k = 0; k < K; k++) s += (h[k] = exp(lp[k]) * moe_rng_exp(&rng));
             for (size_t k = 0; k < K; k++) h[k] /= s;
         } else {
             /* A hard cluster, softened so that every expert starts with
