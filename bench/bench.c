@@ -11,13 +11,14 @@
  *   iters       EM iterations (to convergence at tol 1e-6, or the cap)
  *   fit s       total training time (initialisation included)
  *   GF/s        floating-point rate of the EM pass (flops counted below)
- *   peak GF/s   the machine's rate on the same BLAS shapes (SYRK + GEMM
- *               at the pass's sizes, run on all threads here)
+ *   peak GF/s   the machine's DGEMM rate at the pass's dominant shape (the
+ *               grouped expert Gram matrices), on all threads
  *   bound s     max(flops / peak, bytes of the data / measured bandwidth)
  *   ratio       s/iter / bound (1 = as fast as the hardware allows)
  *   pred rows/s rows per second of moe_model_predict_mean
  *   train MB    peak resident memory of the case's process when training
- *               ends (data generation included, prediction not), beside
+ *               ends (data generation included, prediction not) minus the
+ *               process's own at start (program, libraries), beside
  *   data MB     the size of the data (x and y as doubles)
  * plus a 1-vs-2-thread comparison at N = 1e6.
  *
@@ -135,31 +136,33 @@ static double pass_flops(size_t n_rows, size_t D, const moe_tree_shape *t) {
     return f;
 }
 
-/* The machine: SYRK and GEMM at the pass's shapes (k = 256 rows), one
- * independent call per thread as the pass does; and read bandwidth. */
+/* The machine: DGEMM at the pass's dominant shape -- the expert Gram
+ * matrices of a group of experts, (g q x 256) times (256 x q) with q = D + 2
+ * and g q about 512 (see MOE_EXPERT_GROUP) -- one independent call per
+ * thread as the pass makes them. */
 static double blas_rate(size_t D, size_t K, int threads) {
-    size_t q = D + 2, nb = 256;
+    size_t q = D + 2, nb = 256, g = q >= 512 ? 1 : 512 / q;
+    if (g > K) g = K;
+    size_t m = g * q;
     double best = 0;
     for (int rep = 0; rep < 3; rep++) {
-        int iters = 2000;
+        int iters = (int)(4e9 / (2.0 * (double)(m * q * nb))) + 1;
         double t0 = now();
 #pragma omp parallel num_threads(threads)
         {
-            double *a = malloc(nb * (q + K) * sizeof *a), *c = calloc(q * q + nb * K, sizeof *c);
-            for (size_t j = 0; j < nb * (q + K); j++) a[j] = 1e-3 * (double)(j % 97);
-            for (int it = 0; it < iters; it++) {
-                cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)q, (int)nb, 1.0, a, (int)q,
-                            1.0, c, (int)q);
-                if (it % 8 == 0)
-                    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)K,
-                                (int)(q - 1), 1.0, a, (int)q, a, (int)q, 0.0, c + q * q, (int)K);
-            }
+            double *a = malloc(nb * m * sizeof *a), *u = malloc(nb * q * sizeof *u);
+            double *c = calloc(m * q, sizeof *c);
+            for (size_t j = 0; j < nb * m; j++) a[j] = 1e-3 * (double)(j % 97);
+            for (size_t j = 0; j < nb * q; j++) u[j] = 1e-3 * (double)(j % 89);
+            for (int it = 0; it < iters; it++)
+                cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)m, (int)q, (int)nb, 1.0,
+                            a, (int)m, u, (int)q, 1.0, c, (int)q);
             free(a);
+            free(u);
             free(c);
         }
         double t = now() - t0;
-        double fl = (double)threads * iters *
-                    ((double)(q * (q + 1) * nb) + 2.0 * (double)(nb * K * (q - 1)) / 8.0);
+        double fl = (double)threads * iters * 2.0 * (double)(m * q * nb);
         if (fl / t > best) best = fl / t;
     }
     return best;
@@ -191,6 +194,9 @@ static int run_case(size_t n, size_t D, const char *tree, int threads, int max_i
                     uint64_t seed, result *r) {
     moe_tree_shape t;
     moe_tree_shape_parse(tree, &t, NULL);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double base_mb = (double)ru.ru_maxrss * 1024.0 / 1e6;
     double *x = malloc(n * D * sizeof *x), *y = malloc(n * sizeof *y);
     if (!x || !y) return -1;
     generate(n, D, &t, seed, x, y);
@@ -211,9 +217,8 @@ static int run_case(size_t n, size_t D, const char *tree, int threads, int max_i
     r->fit_s = now() - t0;
     moe_fit_report rep = moe_model_report(m);
     r->iters = rep.iterations;
-    struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    r->train_rss_mb = (double)ru.ru_maxrss / 1024.0;
+    r->train_rss_mb = (double)ru.ru_maxrss * 1024.0 / 1e6 - base_mb; /* KiB to MB */
     r->converged = rep.converged;
     r->loglik = rep.loglik;
     /* Time per iteration: a second run of exactly 5 iterations from the
