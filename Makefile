@@ -24,7 +24,7 @@ else
 OMP_FLAG ?= -fopenmp
 endif
 
-OPT ?= -O2
+OPT ?= -O3
 SAN ?=
 CFLAGS ?= $(OPT) -g
 ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -fPIC $(OMP_FLAG) \

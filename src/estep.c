@@ -146,11 +146,11 @@ static void accumulate_block(const moe_fit *f, moe_block *b, size_t r0, size_t n
         size_t nc = m->gate_nch[g], c0 = f->nd.child0[g], gr = f->nd.grow[g];
         for (size_t i = 0; i < nb; i++) {
             const double *post = b->post + i * NN;
-            double hg = post[g];
+            double hg = post[g], ih = hg > 0.0 ? 1.0 / hg : 0.0;
             w[i] = (wt ? wt[i] : 1.0) * hg;
             for (size_t c = 0; c < nc; c++) {
                 p[i * nc + c] = b->gp[i * GR + gr + c];
-                t[i * nc + c] = hg > 0.0 ? post[c0 + c] / hg : p[i * nc + c];
+                t[i * nc + c] = hg > 0.0 ? post[c0 + c] * ih : p[i * nc + c];
             }
         }
         double *h = f->off_ghess[g] != SIZE_MAX && with_hess ? st + f->off_ghess[g] : NULL;

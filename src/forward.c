@@ -79,8 +79,10 @@ moe_status moe_block_alloc(moe_block *b, const moe_model *m, const moe_nodes *nd
     b->ll = malloc(nb * sizeof(double));
     b->ent = malloc(nb * sizeof(double));
     b->scr = malloc(moe_block_scratch_size(m) * sizeof(double));
+    b->inv = malloc((m->n_ecols + m->n_gcols + 1) * sizeof(double));
+    b->invl = malloc((K * m->n_out + m->n_out + 1) * sizeof(double));
     if (!b->ze || !b->zg || !b->gl || !b->gp || !b->lp || !b->eo || !b->ld || !b->post || !b->tgt ||
-        !b->ll || !b->ent || !b->scr) {
+        !b->ll || !b->ent || !b->scr || !b->inv || !b->invl) {
         moe_block_free(b);
         return MOE_STATUS_NO_MEMORY;
     }
@@ -100,24 +102,31 @@ void moe_block_free(moe_block *b) {
     free(b->ll);
     free(b->ent);
     free(b->scr);
+    free(b->inv);
+    free(b->invl);
     memset(b, 0, sizeof *b);
 }
 
 void moe_block_gates(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
                      const double *x, size_t ld) {
     size_t ed = m->ed, gd = m->gd, NN = nd->n_nodes;
+    /* Multiply by reciprocals: a division per element costs as much as the
+     * rest of the standardisation. */
+    double *ie = b->inv, *ig = b->inv + m->n_ecols;
+    for (size_t j = 0; j < m->n_ecols; j++) ie[j] = 1.0 / m->x_scale[m->ecols[j]];
+    for (size_t j = 0; j < m->n_gcols; j++) ig[j] = 1.0 / m->x_scale[m->gcols[j]];
     for (size_t i = 0; i < nb; i++) {
         const double *xi = x + i * ld;
         double *ze = b->ze + i * ed, *zg = b->zg + i * gd;
         ze[0] = 1.0;
         for (size_t j = 0; j < m->n_ecols; j++) {
             size_t c = m->ecols[j];
-            ze[1 + j] = (xi[c] - m->x_mean[c]) / m->x_scale[c];
+            ze[1 + j] = (xi[c] - m->x_mean[c]) * ie[j];
         }
         zg[0] = 1.0;
         for (size_t j = 0; j < m->n_gcols; j++) {
             size_t c = m->gcols[j];
-            zg[1 + j] = (xi[c] - m->x_mean[c]) / m->x_scale[c];
+            zg[1 + j] = (xi[c] - m->x_mean[c]) * ig[j];
         }
     }
     size_t GR = nd->gate_rows;
@@ -157,11 +166,15 @@ void moe_block_experts(const moe_model *m, moe_block *b, size_t nb) {
 void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
                          const double *y, size_t ld_y, const int32_t *labels) {
     size_t K = m->n_leaves, P = m->n_out, C = m->n_cls, NN = nd->n_nodes, G = m->n_gates;
+    double *il = b->invl, *iy = b->invl + K * P;
+    for (size_t k = 0; k < K; k++)
+        for (size_t p = 0; p < P; p++) il[k * P + p] = 1.0 / m->chol[(k * P + p) * P + p];
+    for (size_t p = 0; p < P; p++) iy[p] = 1.0 / m->y_scale[p];
     for (size_t i = 0; i < nb; i++) {
         double *ldi = b->ld + i * K;
         if (m->task == MOE_TASK_REGRESSION) {
             double *t = b->tgt + i * P;
-            for (size_t p = 0; p < P; p++) t[p] = (y[i * ld_y + p] - m->y_mean[p]) / m->y_scale[p];
+            for (size_t p = 0; p < P; p++) t[p] = (y[i * ld_y + p] - m->y_mean[p]) * iy[p];
             for (size_t k = 0; k < K; k++) {
                 const double *mu = b->eo + (i * K + k) * P;
                 const double *L = m->chol + k * P * P;
@@ -171,7 +184,7 @@ void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, 
                 for (size_t p = 0; p < P; p++) {
                     double s = t[p] - mu[p];
                     for (size_t r = 0; r < p; r++) s -= L[p * P + r] * uu[r];
-                    uu[p] = s / L[p * P + p];
+                    uu[p] = s * il[k * P + p];
                     q += uu[p] * uu[p];
                 }
                 ldi[k] = -0.5 * ((double)P * LOG_2PI + m->logdet[k] + q);

@@ -181,6 +181,9 @@ typedef struct moe_block {
     double *ll;     /* [nb] log-likelihood of each row (standardised scale) */
     double *ent;    /* [nb] entropy of each row's leaf posteriors */
     double *scr;    /* scratch, see moe_block_scratch_size() */
+    double *inv;    /* [n_ecols + n_gcols] 1 / scale of each used column */
+    double *invl;   /* [K*P + P] 1 / diagonal of each expert's Cholesky factor,
+                       then 1 / the target scales */
 } moe_block;
 
 /* Node bookkeeping derived from the tree: node ids are gates 0..G-1
