@@ -468,10 +468,9 @@ moe_status moe_train(const moe_dataset *data, const moe_train_params *p, moe_mod
             }
         free(cnt);
     }
-    size_t n_pre = f->n_events; /* data events belong to every run */
-    moe_event pre[64];
-    if (n_pre > 64) n_pre = 64;
-    if (n_pre) memcpy(pre, f->events, n_pre * sizeof *pre);
+    /* The data's events (constant columns, absent classes) open the event
+     * list of every run: each run starts from them and only appends. */
+    size_t n_pre = f->n_events;
 
     double shift = 0.0;
     for (size_t q = 0; q < m->n_out; q++) shift -= sw * log(m->y_scale[q]);
@@ -486,14 +485,12 @@ moe_status moe_train(const moe_dataset *data, const moe_train_params *p, moe_mod
 
     int best_r = -1;
     int first_until = p->short_iter > 0 && p->short_iter < p->max_iter ? p->short_iter : p->max_iter;
-    double first_tol = p->tol;
     for (int r = 0; r < p->n_restarts; r++) {
         moe_init how = (r % 2 == 0) ? p->init : (p->init == MOE_INIT_KMEANS ? MOE_INIT_RANDOM : MOE_INIT_KMEANS);
-        if (n_pre) memcpy(f->events, pre, n_pre * sizeof *pre);
         f->n_events = n_pre;
         run_state_free(&cur);
         initialise(f, how, restart_seed(p->seed, r), labels);
-        st = run_em(f, &cur, first_until, first_tol, shift, p, r, first_until < p->max_iter, 0);
+        st = run_em(f, &cur, first_until, p->tol, shift, p, r, first_until < p->max_iter, 0);
         if (st != MOE_STATUS_OK) goto fail;
         double l = cur.trace[cur.n_trace - 1];
         if (best_r < 0 || l > best.trace[best.n_trace - 1]) {
