@@ -125,20 +125,16 @@ double moe_softmax_step(double *v, size_t C, size_t d, const double *grad, const
     for (size_t i = 0; i < d; i++)
         for (size_t j = 0; j < d; j++) A[i * d + j] = i <= j ? gram[i * d + j] : gram[j * d + i];
 
-    /* The bound step: X = A^{-1} G (each class row), D_c = 2 (X_c + sum X). */
-    double *X = dB;
+    /* The bound step: X = A^{-1} G' (d x F, in dN's space, free until the
+     * Newton step), then D_c = 2 (X_c + sum_c' X_c'). */
+    double *X = dN;
     for (size_t c = 0; c < F; c++)
-        for (size_t j = 0; j < d; j++) X[j * F + c] = grad[c * d + j]; /* d x F, row-major */
+        for (size_t j = 0; j < d; j++) X[j * F + c] = grad[c * d + j];
     if (moe_solve_spd(A, d, X, F, ridge, sw) < 0.0) return -1.0;
-    {
-        /* X is d x F; rebuild dB (F x d) through tmp-free copies */
-        double *Xc = H; /* H not used yet: borrow it (n*n >= d*F) */
-        memcpy(Xc, X, n * sizeof(double));
-        for (size_t j = 0; j < d; j++) {
-            double s = 0.0;
-            for (size_t c = 0; c < F; c++) s += Xc[j * F + c];
-            for (size_t c = 0; c < F; c++) dB[c * d + j] = 2.0 * (Xc[j * F + c] + s);
-        }
+    for (size_t j = 0; j < d; j++) {
+        double s = 0.0;
+        for (size_t c = 0; c < F; c++) s += X[j * F + c];
+        for (size_t c = 0; c < F; c++) dB[c * d + j] = 2.0 * (X[j * F + c] + s);
     }
     double gain_bound = dot(grad, dB, n) - 0.5 * bound_quad(dB, C, d, A, tmp);
     const double *step = dB;
