@@ -19,13 +19,16 @@ typedef struct pred_ctx {
     const moe_model *m;
     moe_nodes nd;
     moe_block b;
+    double *qbuf; /* [3K] gate probabilities, means and sds of one row */
 } pred_ctx;
 
 static moe_status ctx_init(pred_ctx *c, const moe_model *m) {
     memset(c, 0, sizeof *c);
     c->m = m;
     if (moe_nodes_init(&c->nd, m) != MOE_STATUS_OK) return MOE_STATUS_NO_MEMORY;
-    if (moe_block_alloc(&c->b, m, &c->nd) != MOE_STATUS_OK) {
+    c->qbuf = malloc(3 * m->n_leaves * sizeof(double));
+    if (!c->qbuf || moe_block_alloc(&c->b, m, &c->nd) != MOE_STATUS_OK) {
+        free(c->qbuf);
         moe_nodes_free(&c->nd);
         return MOE_STATUS_NO_MEMORY;
     }
@@ -33,6 +36,7 @@ static moe_status ctx_init(pred_ctx *c, const moe_model *m) {
 }
 
 static void ctx_free(pred_ctx *c) {
+    free(c->qbuf);
     moe_block_free(&c->b);
     moe_nodes_free(&c->nd);
 }
@@ -237,10 +241,7 @@ static void quant_rows(const pred_ctx *c, size_t r0, size_t nb, void *arg) {
     const quant_arg *a = arg;
     const moe_model *m = c->m;
     size_t K = m->n_leaves, P = m->n_out, NN = c->nd.n_nodes, G = m->n_gates;
-    double gbuf[64], mbuf[64], sbuf[64];
-    double *g = K <= 64 ? gbuf : malloc(3 * K * sizeof(double));
-    if (!g) return;
-    double *mu = K <= 64 ? mbuf : g + K, *s = K <= 64 ? sbuf : g + 2 * K;
+    double *g = c->qbuf, *mu = g + K, *s = g + 2 * K;
     for (size_t i = 0; i < nb; i++) {
         for (size_t k = 0; k < K; k++) g[k] = exp(c->b.lp[i * NN + G + k]);
         for (size_t pp = 0; pp < a->np; pp++) {
@@ -254,7 +255,6 @@ static void quant_rows(const pred_ctx *c, size_t r0, size_t nb, void *arg) {
                     m->y_mean[p] + m->y_scale[p] * mixture_quantile(K, g, mu, s, a->probs[j]);
         }
     }
-    if (g != gbuf) free(g);
 }
 
 moe_status moe_model_predict_quantile(const moe_model *m, size_t n, const double *x, size_t ld,
