@@ -56,6 +56,8 @@ static moe_status check_cols(const char *what, size_t n, const size_t *cols, siz
     return MOE_STATUS_OK;
 }
 
+static moe_status check_source(const moe_train_params *p, const moe_source *s, moe_error *err);
+
 moe_status moe_train_params_check(const moe_train_params *p, const moe_dataset *d,
                                   moe_error *err) {
     if (!p) return INVALID("no parameters");
@@ -88,104 +90,42 @@ moe_status moe_train_params_check(const moe_train_params *p, const moe_dataset *
         return INVALID("min_support: %g must be >= 0 (or -1 for the default)", p->min_support);
     if (p->support_policy != MOE_SUPPORT_POLICY_KEEP)
         return INVALID("support_policy: unknown value %d", (int)p->support_policy);
-    size_t nc = d ? d->n_cols : (size_t)-1;
-    moe_status st = check_cols("expert columns", p->n_expert_cols, p->expert_cols, nc, err);
-    if (st == MOE_STATUS_OK) st = check_cols("gate columns", p->n_gate_cols, p->gate_cols, nc, err);
-    if (st != MOE_STATUS_OK || !d) return st;
+    if (p->reducer && (!p->reducer->sum || p->reducer->size < 1 || p->reducer->rank < 0 ||
+                       p->reducer->rank >= p->reducer->size))
+        return INVALID("reducer: needs a sum function and 0 <= rank < size");
+    if (!d) {
+        moe_status st = check_cols("expert columns", p->n_expert_cols, p->expert_cols, (size_t)-1, err);
+        if (st != MOE_STATUS_OK) return st;
+        return check_cols("gate columns", p->n_gate_cols, p->gate_cols, (size_t)-1, err);
+    }
     if (!d->x && d->n_cols > 0) return INVALID("data: no input matrix");
     if (d->ld_x < d->n_cols) return INVALID("data: ld_x %zu < n_cols %zu", d->ld_x, d->n_cols);
     if (p->task == MOE_TASK_REGRESSION) {
-        if (d->n_outputs < 1 || !d->y) return INVALID("regression needs targets (y, n_outputs >= 1)");
+        if (d->n_outputs >= 1 && !d->y) return INVALID("regression needs targets (y)");
         if (d->ld_y < d->n_outputs) return INVALID("data: ld_y %zu < n_outputs %zu", d->ld_y, d->n_outputs);
-        if (d->n_outputs > 1024) return INVALID("data: %zu outputs (at most 1024)", d->n_outputs);
+    } else if (!d->labels) {
+        return INVALID("classification needs labels");
+    }
+    moe_source s = moe_source_from_dataset(d);
+    return check_source(p, &s, err);
+}
+
+/* The parameters against the shape of the rows. */
+static moe_status check_source(const moe_train_params *p, const moe_source *s, moe_error *err) {
+    size_t nc = s->n_cols;
+    moe_status st = check_cols("expert columns", p->n_expert_cols, p->expert_cols, nc, err);
+    if (st == MOE_STATUS_OK) st = check_cols("gate columns", p->n_gate_cols, p->gate_cols, nc, err);
+    if (st != MOE_STATUS_OK) return st;
+    if (!s->read) return INVALID("data: the row source has no read function");
+    if (p->task == MOE_TASK_REGRESSION) {
+        if (s->n_outputs < 1) return INVALID("regression needs targets (y, n_outputs >= 1)");
+        if (s->n_outputs > 1024) return INVALID("data: %zu outputs (at most 1024)", s->n_outputs);
     } else {
-        if (d->n_classes < 2 || !d->labels)
-            return INVALID("classification needs labels and n_classes >= 2 (got %zu)", d->n_classes);
-        if (d->n_classes > 100000) return INVALID("data: %zu classes (at most 100000)", d->n_classes);
+        if (s->n_classes < 2)
+            return INVALID("classification needs labels and n_classes >= 2 (got %zu)", s->n_classes);
+        if (s->n_classes > 100000) return INVALID("data: %zu classes (at most 100000)", s->n_classes);
     }
     return MOE_STATUS_OK;
-}
-
-/* Every value the fit reads must be finite; labels in range; weights >= 0. */
-static moe_status check_data(const moe_dataset *d, const moe_model *m, moe_error *err,
-                             double *sum_w, size_t *n_used) {
-    double sw = 0.0;
-    size_t used = 0;
-    for (size_t i = 0; i < d->n_rows; i++) {
-        const double *x = d->x + i * d->ld_x;
-        for (size_t j = 0; j < m->n_ecols + m->n_gcols; j++) {
-            size_t c = j < m->n_ecols ? m->ecols[j] : m->gcols[j - m->n_ecols];
-            if (!isfinite(x[c]))
-                return moe_err_at(err, MOE_STATUS_DATA, NULL, i + 1, c + 1,
-                                  "row %zu, column %zu: input is %g (not finite)", i + 1, c + 1, x[c]);
-        }
-        if (m->task == MOE_TASK_REGRESSION) {
-            for (size_t p = 0; p < m->n_out; p++)
-                if (!isfinite(d->y[i * d->ld_y + p]))
-                    return moe_err_at(err, MOE_STATUS_DATA, NULL, i + 1, 0,
-                                      "row %zu: target %zu is %g (not finite)", i + 1, p + 1,
-                                      d->y[i * d->ld_y + p]);
-        } else if (d->labels[i] < 0 || (size_t)d->labels[i] >= m->n_cls) {
-            return moe_err_at(err, MOE_STATUS_DATA, NULL, i + 1, 0,
-                              "row %zu: class label %d outside 0..%zu", i + 1, (int)d->labels[i],
-                              m->n_cls - 1);
-        }
-        double w = d->weights ? d->weights[i] : 1.0;
-        if (!(w >= 0.0) || !isfinite(w))
-            return moe_err_at(err, MOE_STATUS_DATA, NULL, i + 1, 0,
-                              "row %zu: case weight %g (must be finite and >= 0)", i + 1, w);
-        sw += w;
-        used += w > 0.0;
-    }
-    *sum_w = sw;
-    *n_used = used;
-    return MOE_STATUS_OK;
-}
-
-/* Weighted mean and standard deviation of v[i * stride], two passes for
- * accuracy. Returns 0 when the values are constant (sd negligible). */
-static int moments(const double *v, size_t stride, size_t n, const double *w, double sw,
-                   double *mu, double *sd) {
-    double s = 0.0, q = 0.0;
-    for (size_t i = 0; i < n; i++) s += (w ? w[i] : 1.0) * v[i * stride];
-    *mu = s / sw;
-    for (size_t i = 0; i < n; i++) {
-        double e = v[i * stride] - *mu;
-        q += (w ? w[i] : 1.0) * e * e;
-    }
-    *sd = sqrt(q / sw);
-    return *sd > 1e-12 * (fabs(*mu) + 1e-300) && *sd > 0.0 && isfinite(*sd);
-}
-
-/* Weighted means and standard deviations of the used columns and targets,
- * computed in two passes for accuracy. A constant column keeps scale 1 (its
- * standardised value is 0) and is reported. */
-static void standardise(const moe_dataset *d, moe_model *m, double sw, moe_fit *f) {
-    size_t N = d->n_rows;
-    unsigned char *used = calloc(m->n_cols + 1, 1);
-    double mu, sd;
-    for (size_t j = 0; j < m->n_ecols; j++) if (used) used[m->ecols[j]] = 1;
-    for (size_t j = 0; j < m->n_gcols; j++) if (used) used[m->gcols[j]] = 1;
-    for (size_t c = 0; c < m->n_cols; c++) {
-        m->x_mean[c] = 0.0;
-        m->x_scale[c] = 1.0;
-        if (used && !used[c]) continue;
-        int ok = moments(d->x + c, d->ld_x, N, d->weights, sw, &mu, &sd);
-        m->x_mean[c] = mu;
-        if (ok) {
-            m->x_scale[c] = sd;
-        } else {
-            moe_log(MOE_LOG_LEVEL_WARN, "input column %zu is constant (%g): it carries no information",
-                    c + 1, mu);
-            moe_fit_event(f, MOE_EVENT_KIND_CONSTANT_COLUMN, -1, (int)c, mu);
-        }
-    }
-    free(used);
-    for (size_t p = 0; p < m->n_out; p++) {
-        int ok = moments(d->y + p, d->ld_y, N, d->weights, sw, &mu, &sd);
-        m->y_mean[p] = mu;
-        m->y_scale[p] = ok ? sd : 1.0;
-    }
 }
 
 /* ---- one EM run -------------------------------------------------------------- */
@@ -278,7 +218,7 @@ static moe_status restore(moe_fit *f, const run_state *r) {
 }
 
 /* Reset parameters and run the initialisation pass + M-step. */
-static void initialise(moe_fit *f, moe_init how, uint64_t seed, int32_t *labels) {
+static moe_status initialise(moe_fit *f, moe_init how, uint64_t seed, moe_error *err) {
     moe_model *m = f->m;
     size_t K = m->n_leaves, P = m->n_out;
     size_t grows = moe_tree_layout(&m->tree, m->gd, NULL, NULL);
@@ -291,9 +231,10 @@ static void initialise(moe_fit *f, moe_init how, uint64_t seed, int32_t *labels)
     memset(f->frozen, 0, K);
     memset(f->floored, 0, K);
     f->iter = 0;
-    if (how == MOE_INIT_KMEANS && labels && moe_kmeans_labels(f, seed, labels) == MOE_STATUS_OK) {
+    if (how == MOE_INIT_KMEANS) {
+        moe_status st = moe_kmeans_fit(f, seed, err);
+        if (st != MOE_STATUS_OK) return st;
         f->init_mode = 2;
-        f->init_labels = labels;
     } else {
         /* Random hyperplanes for every gate: standard normal coefficients
          * scaled so that a logit has sd about 2 on standardised inputs. */
@@ -306,9 +247,10 @@ static void initialise(moe_fit *f, moe_init how, uint64_t seed, int32_t *labels)
         f->init_mode = 1;
         f->init_seed = seed;
     }
-    moe_fit_pass(f);
+    moe_status st = moe_fit_pass(f, err);
     f->init_mode = 0;
-    moe_fit_mstep(f, 0);
+    if (st == MOE_STATUS_OK) moe_fit_mstep(f, 0);
+    return st;
 }
 
 /* Run EM from the fit's current parameters until convergence, the
@@ -322,10 +264,13 @@ static void initialise(moe_fit *f, moe_init how, uint64_t seed, int32_t *labels)
  * never decreases while most iterations cost one pass. The damping level
  * carries over, relaxed by one halving per accepted iteration. */
 static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double ll_shift,
-                         const moe_train_params *p, int restart, int short_run, int resume) {
+                         const moe_train_params *p, int restart, int short_run, int resume,
+                         moe_error *err) {
     int damp = 0;
     for (;;) {
-        double ll = moe_fit_pass(f);
+        moe_status pst = moe_fit_pass(f, err);
+        if (pst != MOE_STATUS_OK) return pst;
+        double ll = f->stats[0];
         double llo = ll + ll_shift;
         if (resume) {
             /* Continuing a run: these parameters are already the last
@@ -388,15 +333,15 @@ static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double
 
 /* ---- training ------------------------------------------------------------------ */
 
-static moe_status make_template(const moe_dataset *d, const moe_train_params *p, moe_model **out) {
+static moe_status make_template(const moe_source *d, const moe_train_params *p, moe_model **out) {
     moe_model t;
     memset(&t, 0, sizeof t);
     t.task = p->task;
     t.variance = p->variance;
     t.tree = p->tree;
     t.n_cols = d->n_cols;
-    t.n_out = d->n_outputs;
-    t.n_cls = d->n_classes;
+    t.n_out = p->task == MOE_TASK_REGRESSION ? d->n_outputs : 0;
+    t.n_cls = p->task == MOE_TASK_CLASSIFICATION ? d->n_classes : 0;
     size_t *all = malloc((d->n_cols + 1) * sizeof(size_t));
     if (!all) return MOE_STATUS_NO_MEMORY;
     for (size_t j = 0; j < d->n_cols; j++) all[j] = j;
@@ -423,24 +368,32 @@ moe_status moe_train(const moe_dataset *data, const moe_train_params *p, moe_mod
     if (!data) return INVALID("no data");
     moe_status st = moe_train_params_check(p, data, err);
     if (st != MOE_STATUS_OK) return st;
+    moe_source src = moe_source_from_dataset(data);
+    return moe_train_source(&src, p, out, err);
+}
+
+moe_status moe_train_source(const moe_source *src, const moe_train_params *p, moe_model **out,
+                            moe_error *err) {
+    if (!out) return INVALID("no output pointer");
+    *out = NULL;
+    if (!src) return INVALID("no data");
+    moe_status st = moe_train_params_check(p, NULL, err);
+    if (st == MOE_STATUS_OK) st = check_source(p, src, err);
+    if (st != MOE_STATUS_OK) return st;
     moe_model *m = NULL;
     moe_fit *f = NULL;
-    int32_t *labels = NULL;
     run_state best, cur;
     memset(&best, 0, sizeof best);
     memset(&cur, 0, sizeof cur);
-    double sw = 0.0;
-    size_t used = 0;
 
-    if (data->n_rows == 0) return moe_err(err, MOE_STATUS_DATA, "no rows to train on");
-    st = make_template(data, p, &m);
+    st = make_template(src, p, &m);
     if (st != MOE_STATUS_OK) goto fail;
-    st = check_data(data, m, err, &sw, &used);
+    st = moe_fit_create(&f, m, src, p);
     if (st != MOE_STATUS_OK) goto fail;
-    if (!(sw > 0.0)) {
-        st = moe_err(err, MOE_STATUS_DATA, "all case weights are zero");
-        goto fail;
-    }
+    st = moe_fit_prepare(f, err);
+    if (st != MOE_STATUS_OK) goto fail;
+    double sw = f->sum_w;
+    size_t used = (size_t)f->n_used;
     size_t df = moe_model_df(m);
     if (used <= df) {
         st = moe_err(err, MOE_STATUS_DATA,
@@ -449,39 +402,12 @@ moe_status moe_train(const moe_dataset *data, const moe_train_params *p, moe_mod
                      used, df);
         goto fail;
     }
-    st = moe_fit_create(&f, m, data, p);
-    if (st != MOE_STATUS_OK) goto fail;
-    standardise(data, m, sw, f);
-    if (m->task == MOE_TASK_CLASSIFICATION) {
-        double *cnt = calloc(m->n_cls, sizeof *cnt);
-        if (!cnt) {
-            st = MOE_STATUS_NO_MEMORY;
-            goto fail;
-        }
-        for (size_t i = 0; i < data->n_rows; i++)
-            cnt[data->labels[i]] += data->weights ? data->weights[i] : 1.0;
-        for (size_t c = 0; c < m->n_cls; c++)
-            if (cnt[c] == 0.0) {
-                moe_log(MOE_LOG_LEVEL_WARN,
-                        "class %zu has no rows: its probability will be driven towards 0", c);
-                moe_fit_event(f, MOE_EVENT_KIND_ABSENT_CLASS, -1, (int)c, 0.0);
-            }
-        free(cnt);
-    }
     /* The data's events (constant columns, absent classes) open the event
      * list of every run: each run starts from them and only appends. */
     size_t n_pre = f->n_events;
 
     double shift = 0.0;
     for (size_t q = 0; q < m->n_out; q++) shift -= sw * log(m->y_scale[q]);
-    /* k-means labels (4 bytes a row) only when some restart uses k-means. */
-    if (p->init == MOE_INIT_KMEANS || p->n_restarts > 1) {
-        labels = malloc((data->n_rows + 1) * sizeof *labels);
-        if (!labels) {
-            st = MOE_STATUS_NO_MEMORY;
-            goto fail;
-        }
-    }
 
     int best_r = -1;
     int first_until = p->short_iter > 0 && p->short_iter < p->max_iter ? p->short_iter : p->max_iter;
@@ -489,8 +415,9 @@ moe_status moe_train(const moe_dataset *data, const moe_train_params *p, moe_mod
         moe_init how = (r % 2 == 0) ? p->init : (p->init == MOE_INIT_KMEANS ? MOE_INIT_RANDOM : MOE_INIT_KMEANS);
         f->n_events = n_pre;
         run_state_free(&cur);
-        initialise(f, how, restart_seed(p->seed, r), labels);
-        st = run_em(f, &cur, first_until, p->tol, shift, p, r, first_until < p->max_iter, 0);
+        st = initialise(f, how, restart_seed(p->seed, r), err);
+        if (st == MOE_STATUS_OK)
+            st = run_em(f, &cur, first_until, p->tol, shift, p, r, first_until < p->max_iter, 0, err);
         if (st != MOE_STATUS_OK) goto fail;
         double l = cur.trace[cur.n_trace - 1];
         if (best_r < 0 || l > best.trace[best.n_trace - 1]) {
@@ -503,7 +430,8 @@ moe_status moe_train(const moe_dataset *data, const moe_train_params *p, moe_mod
     if (first_until < p->max_iter && !best.converged && !best.stopped) {
         /* Continue the best short run to convergence. */
         st = restore(f, &best);
-        if (st == MOE_STATUS_OK) st = run_em(f, &best, p->max_iter, p->tol, shift, p, best_r, 0, 1);
+        if (st == MOE_STATUS_OK)
+            st = run_em(f, &best, p->max_iter, p->tol, shift, p, best_r, 0, 1, err);
         if (st != MOE_STATUS_OK) goto fail;
     }
 
@@ -539,7 +467,6 @@ fail:
     run_state_free(&cur);
     moe_fit_free(f);
     moe_model_free(m);
-    free(labels);
     return st;
 }
 

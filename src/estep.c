@@ -18,29 +18,39 @@
 #include <string.h>
 #include <omp.h>
 
-/* Responsibilities of the initialisation pass replace the posteriors. */
-static void init_posteriors(const moe_fit *f, moe_block *b, size_t r0, size_t nb) {
+/* Responsibilities of the initialisation pass replace the posteriors.
+ * grow: the global index of the block's first row; v, i0: the block's rows
+ * in the view (for class labels). */
+static void init_posteriors(const moe_fit *f, moe_block *b, size_t grow, const moe_rows *v,
+                            size_t i0, size_t nb) {
     const moe_model *m = f->m;
     size_t K = m->n_leaves, NN = f->nd.n_nodes, G = m->n_gates;
+    size_t P = m->n_out;
     for (size_t i = 0; i < nb; i++) {
         double *h = b->post + i * NN + G;
         if (f->init_mode == 1) {
             /* The random gates' leaf probabilities (the model's gates hold
              * random hyperplanes now) times independent Exp(1) draws per row
              * and leaf -- a Dirichlet(1) tilt -- normalised. The draws come
-             * from a generator seeded by the row, so no thread order matters. */
+             * from a generator seeded by the row's global index, so neither
+             * the thread count nor a split over processes matters. */
             moe_rng rng;
-            moe_rng_seed(&rng, f->init_seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(r0 + i + 1)));
+            moe_rng_seed(&rng, f->init_seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(grow + i + 1)));
             const double *lp = b->lp + i * NN + G;
             double s = 0.0;
             for (size_t k = 0; k < K; k++) s += (h[k] = exp(lp[k]) * moe_rng_exp(&rng));
             for (size_t k = 0; k < K; k++) h[k] /= s;
         } else {
-            /* A hard cluster, softened so that every expert starts with
-             * some support. */
+            /* The leaf of the row's nearest k-means centres, a hard cluster
+             * softened so that every expert starts with some support. The
+             * features are the block's standardised expert inputs (after the
+             * intercept) and target, as in init.c. */
+            size_t leaf = moe_kmeans_leaf(f, b->ze + i * m->ed + 1,
+                                          m->task == MOE_TASK_REGRESSION ? b->tgt + i * P : NULL,
+                                          v->labels ? v->labels[i0 + i] : -1);
             const double eps = 0.1;
             for (size_t k = 0; k < K; k++) h[k] = eps / (double)K;
-            h[f->init_labels[r0 + i]] += 1.0 - eps;
+            h[leaf] += 1.0 - eps;
         }
         double *post = b->post + i * NN;
         for (size_t g = G; g-- > 0;) {
@@ -58,10 +68,10 @@ static void hess_weight(double *hess, size_t n, const double *w, size_t nb) {
     hess[n * n] += s;
 }
 
-static void accumulate_block(const moe_fit *f, moe_block *b, size_t r0, size_t nb, int with_hess,
-                             double *st) {
+/* Rows i0 .. i0 + nb - 1 of the view v are the block's rows. */
+static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t i0,
+                             size_t nb, int with_hess, double *st) {
     const moe_model *m = f->m;
-    const moe_dataset *d = f->data;
     size_t K = m->n_leaves, P = m->n_out, C = m->n_cls, ed = m->ed, gd = m->gd;
     size_t NN = f->nd.n_nodes, G = m->n_gates, GR = f->nd.gate_rows;
     size_t cmax = C, dmax = ed > gd ? ed : gd;
@@ -74,7 +84,7 @@ static void accumulate_block(const moe_fit *f, moe_block *b, size_t r0, size_t n
     size_t acc_n = cmax + dmax > cmax * dmax ? cmax + dmax : cmax * dmax;
     double *S = acc + MOE_BLOCK_ROWS * acc_n;
 
-    const double *wt = d->weights ? d->weights + r0 : NULL;
+    const double *wt = v->weights ? v->weights + i0 : NULL;
     double ll = 0.0, ent = 0.0;
     for (size_t i = 0; i < nb; i++) {
         double wi = wt ? wt[i] : 1.0;
@@ -132,7 +142,7 @@ static void accumulate_block(const moe_fit *f, moe_block *b, size_t r0, size_t n
                     p[i * C + c] = exp(lq[c]);
                     t[i * C + c] = 0.0;
                 }
-                t[i * C + (size_t)d->labels[r0 + i]] = 1.0;
+                t[i * C + (size_t)v->labels[i0 + i]] = 1.0;
             }
             double *h = f->e_newton && with_hess ? st + f->off_ehess + k * (n * n + 1) : NULL;
             moe_softmax_accumulate(nb, C, ed, b->ze, w, t, C, p, C, st + f->off_egrad + k * n,
@@ -160,23 +170,48 @@ static void accumulate_block(const moe_fit *f, moe_block *b, size_t r0, size_t n
     }
 }
 
-double moe_fit_pass(moe_fit *f) {
-    const moe_dataset *d = f->data;
-    size_t S = f->n_slabs, NB = f->n_blocks, N = f->n_rows;
+moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
+    const moe_source *src = f->src;
+    size_t S = f->n_slabs, NB = f->n_blocks, N = f->n_rows, CR = f->chunk_rows;
+    /* Global index of the pass's first block: the Hessian sample and the
+     * random initialisation follow the rows' global positions, so a shard
+     * of the data (aligned to whole blocks) sees the same ones. */
+    size_t grow0 = src->first_row + f->row_base;
+    size_t gblk0 = grow0 / MOE_BLOCK_ROWS;
+    f->io_failed = 0;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(f->n_threads)
     for (size_t s = 0; s < S; s++) {
-        moe_block *b = &f->blocks[omp_get_thread_num()];
+        int tid = omp_get_thread_num();
+        moe_block *b = &f->blocks[tid];
         double *st = f->slab + s * f->stat_size;
         memset(st, 0, f->stat_size * sizeof(double));
-        for (size_t blk = s * NB / S; blk < (s + 1) * NB / S; blk++) {
-            size_t r0 = blk * MOE_BLOCK_ROWS;
-            size_t nb = N - r0 < MOE_BLOCK_ROWS ? N - r0 : MOE_BLOCK_ROWS;
-            moe_block_gates(f->m, &f->nd, b, nb, d->x + r0 * d->ld_x, d->ld_x);
-            moe_block_experts(f->m, b, nb);
-            moe_block_posterior(f->m, &f->nd, b, nb, d->y ? d->y + r0 * d->ld_y : NULL, d->ld_y,
-                                d->labels ? d->labels + r0 : NULL);
-            if (f->init_mode) init_posteriors(f, b, r0, nb);
-            accumulate_block(f, b, r0, nb, blk % f->hess_stride == 0, st);
+        size_t r_end = (s + 1) * NB / S * MOE_BLOCK_ROWS;
+        if (r_end > N) r_end = N;
+        for (size_t r0 = s * NB / S * MOE_BLOCK_ROWS; r0 < r_end; r0 += CR) {
+            size_t n = r_end - r0 < CR ? r_end - r0 : CR;
+            moe_rows v;
+            moe_error e;
+            memset(&e, 0, sizeof e);
+            if (src->read(src->ctx, f->row_base + r0, n, &f->bufs[tid], &v, &e) != MOE_STATUS_OK) {
+                /* Keep the error of the earliest slab that failed. */
+#pragma omp critical(moe_fit_pass_error)
+                if (!f->io_failed || s < (size_t)f->io_failed - 1) {
+                    f->io_failed = (int)s + 1;
+                    f->io_err = e;
+                }
+                st[2] = 1.0;
+                break;
+            }
+            for (size_t i0 = 0; i0 < n; i0 += MOE_BLOCK_ROWS) {
+                size_t nb = n - i0 < MOE_BLOCK_ROWS ? n - i0 : MOE_BLOCK_ROWS;
+                size_t blk = (r0 + i0) / MOE_BLOCK_ROWS;
+                moe_block_gates(f->m, &f->nd, b, nb, v.x + i0 * v.ld_x, v.ld_x);
+                moe_block_experts(f->m, b, nb);
+                moe_block_posterior(f->m, &f->nd, b, nb, v.y ? v.y + i0 * v.ld_y : NULL, v.ld_y,
+                                    v.labels ? v.labels + i0 : NULL);
+                if (f->init_mode) init_posteriors(f, b, grow0 + r0 + i0, &v, i0, nb);
+                accumulate_block(f, b, &v, i0, nb, (gblk0 + blk) % f->hess_stride == 0, st);
+            }
         }
     }
     memcpy(f->stats, f->slab, f->stat_size * sizeof(double));
@@ -184,5 +219,13 @@ double moe_fit_pass(moe_fit *f) {
         const double *st = f->slab + s * f->stat_size;
         for (size_t j = 0; j < f->stat_size; j++) f->stats[j] += st[j];
     }
-    return f->stats[0];
+    moe_status rs = moe_fit_reduce(f, f->stats, f->stat_size, err);
+    if (rs != MOE_STATUS_OK) return rs;
+    if (f->io_failed) {
+        if (err) *err = f->io_err;
+        return f->io_err.status != MOE_STATUS_OK ? f->io_err.status : MOE_STATUS_IO;
+    }
+    if (f->stats[2] != 0.0)
+        return moe_err(err, MOE_STATUS_IO, "another process failed to read its rows");
+    return MOE_STATUS_OK;
 }

@@ -19,19 +19,42 @@
 #define MAX_SLABS 16
 #define SLAB_BUDGET_BYTES ((size_t)128 << 20)
 
-moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_dataset *data,
+/* Rows per read of a source: 32 blocks (about 0.7 MB of a 10-column
+ * regression per thread). */
+#define CHUNK_ROWS (32 * MOE_BLOCK_ROWS)
+
+void moe_fit_window(moe_fit *f, size_t row0, size_t n) {
+    f->row_base = row0;
+    f->n_rows = n;
+    f->n_blocks = (n + MOE_BLOCK_ROWS - 1) / MOE_BLOCK_ROWS;
+    size_t by_budget = SLAB_BUDGET_BYTES / (f->stat_size * sizeof(double));
+    f->n_slabs = f->n_blocks < MAX_SLABS ? f->n_blocks : MAX_SLABS;
+    if (f->n_slabs > by_budget) f->n_slabs = by_budget;
+    if (f->n_slabs == 0) f->n_slabs = 1;
+}
+
+moe_status moe_fit_reduce(const moe_fit *f, double *buf, size_t n, moe_error *err) {
+    if (!f->reducer || f->reducer->size <= 1 || n == 0) return MOE_STATUS_OK;
+    if (f->reducer->sum(buf, n, f->reducer->ctx) != 0)
+        return moe_err(err, MOE_STATUS_IO, "summing statistics across processes failed");
+    return MOE_STATUS_OK;
+}
+
+moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_source *src,
                           const moe_train_params *params) {
     moe_fit *f = calloc(1, sizeof *f);
     *out = NULL;
     if (!f) return MOE_STATUS_NO_MEMORY;
-    f->data = data;
+    f->src = src;
+    f->reducer = params->reducer;
     f->m = m;
-    f->n_rows = data->n_rows;
+    f->cap_rows = src->n_rows;
     if (moe_nodes_init(&f->nd, m) != MOE_STATUS_OK) goto oom;
     size_t K = m->n_leaves, P = m->n_out, C = m->n_cls, ed = m->ed, gd = m->gd;
     size_t G = m->n_gates;
 
-    size_t off = 2;
+    /* [0] log-likelihood, [1] entropy, [2] processes whose reads failed. */
+    size_t off = 3;
     f->off_esw = off;
     off += K;
     if (m->task == MOE_TASK_REGRESSION) {
@@ -69,20 +92,36 @@ moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_dataset *data,
     }
     f->stat_size = off;
 
-    f->n_blocks = (f->n_rows + MOE_BLOCK_ROWS - 1) / MOE_BLOCK_ROWS;
+    moe_fit_window(f, 0, src->n_rows);
+    /* Set again from the rows of every process by moe_fit_prepare. */
     f->hess_stride = (f->n_blocks + MOE_HESSIAN_SAMPLE_BLOCKS - 1) / MOE_HESSIAN_SAMPLE_BLOCKS;
     if (f->hess_stride == 0) f->hess_stride = 1;
-    size_t by_budget = SLAB_BUDGET_BYTES / (f->stat_size * sizeof(double));
-    f->n_slabs = f->n_blocks < MAX_SLABS ? f->n_blocks : MAX_SLABS;
-    if (f->n_slabs > by_budget) f->n_slabs = by_budget;
-    if (f->n_slabs == 0) f->n_slabs = 1;
+    size_t max_slabs = f->n_slabs;
 
     int nt = params->n_threads > 0 ? params->n_threads : omp_get_max_threads();
     if (nt < 1) nt = 1;
     if ((size_t)nt > f->n_slabs) nt = (int)f->n_slabs;
     f->n_threads = nt;
 
-    f->slab = malloc(f->n_slabs * f->stat_size * sizeof(double));
+    /* Buffers lent to the source, one chunk per thread. */
+    f->chunk_rows = CHUNK_ROWS;
+    if (src->chunk_rows >= MOE_BLOCK_ROWS && src->chunk_rows < f->chunk_rows)
+        f->chunk_rows = src->chunk_rows / MOE_BLOCK_ROWS * MOE_BLOCK_ROWS;
+    size_t cr = f->chunk_rows, row_d = src->n_cols + src->n_outputs + 1;
+    f->bufs = calloc((size_t)nt, sizeof *f->bufs);
+    f->buf_mem = malloc((size_t)nt * cr * row_d * sizeof(double) + 1);
+    f->buf_lab = malloc((size_t)nt * cr * sizeof(int32_t) + 1);
+    if (!f->bufs || !f->buf_mem || !f->buf_lab) goto oom;
+    for (int t = 0; t < nt; t++) {
+        double *b = f->buf_mem + (size_t)t * cr * row_d;
+        f->bufs[t].x = b;
+        f->bufs[t].y = b + cr * src->n_cols;
+        f->bufs[t].weights = b + cr * (src->n_cols + src->n_outputs);
+        f->bufs[t].labels = f->buf_lab + (size_t)t * cr;
+        f->bufs[t].max_rows = cr;
+    }
+
+    f->slab = malloc(max_slabs * f->stat_size * sizeof(double));
     f->stats = malloc(f->stat_size * sizeof(double));
     f->stats_prev = malloc(f->stat_size * sizeof(double));
     f->blocks = calloc((size_t)nt, sizeof(moe_block));
@@ -129,6 +168,12 @@ void moe_fit_free(moe_fit *f) {
     free(f->floored);
     free(f->work);
     free(f->events);
+    free(f->bufs);
+    free(f->buf_mem);
+    free(f->buf_lab);
+    free(f->km_feat);
+    free(f->km_w);
+    free(f->km_cen);
     free(f);
 }
 

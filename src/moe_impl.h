@@ -116,6 +116,20 @@ void moe_log(moe_log_level level, const char *fmt, ...)
 #endif
     ;
 
+/* ---- files (fileio.c) ------------------------------------------------------ */
+
+/* CRC-32C (Castagnoli) of n bytes, continuing from `crc` (0 to start):
+ * moe_crc32c(moe_crc32c(0, a, n), b, m) is the CRC of a then b. */
+uint32_t moe_crc32c(uint32_t crc, const void *data, size_t n);
+
+/* The process umask, read without changing it (022 when unknown). */
+#include <sys/types.h>
+mode_t moe_file_umask(void);
+
+/* Best effort: fsync the directory holding `path`, so a rename into it is
+ * durable. */
+void moe_file_sync_dir(const char *path);
+
 /* ---- small numerics ------------------------------------------------------- */
 
 /* log(sum(exp(v[0..n-1]))) without overflow; -inf for n == 0 or all -inf. */
@@ -266,12 +280,27 @@ void moe_softmax_accumulate(size_t nb, size_t C, size_t d, const double *z, cons
 /* The state of one EM fit: the data, the current parameters, the layout of
  * the sufficient statistics and the workspaces (em.c creates it). */
 struct moe_fit {
-    const moe_dataset *data;
+    const moe_source *src;     /* the rows (in memory, a file, or a shard) */
+    const moe_reducer *reducer;/* NULL: one process */
     moe_model *m;              /* current parameters (standardised scale) */
     moe_nodes nd;
-    size_t n_rows;
+    size_t n_rows;             /* rows of a pass: rows [row_base, row_base + n_rows) */
+    size_t row_base;           /* of the source (online EM's minibatch windows) */
+    size_t cap_rows;           /* n_rows may shrink below this between passes */
     int n_threads;
     size_t n_blocks, n_slabs;  /* slabs: fixed groups of blocks, summed in order */
+    size_t chunk_rows;         /* rows per read of the source, a multiple of
+                                  MOE_BLOCK_ROWS */
+    moe_row_buffers *bufs;     /* [n_threads] rows lent to the source */
+    double *buf_mem;
+    int32_t *buf_lab;
+    moe_error io_err;          /* the first read error of a pass */
+    int io_failed;
+
+    /* Data summaries (moe_fit_prepare), over every process's rows. */
+    double sum_w;              /* sum of case weights */
+    double n_used;             /* rows of positive weight */
+    double n_total;            /* rows */
 
     /* Statistics layout (offsets into one array of stat_size doubles):
      *   [0] weighted log-likelihood (standardised scale), [1] entropy EN,
@@ -291,9 +320,16 @@ struct moe_fit {
     moe_block *blocks;         /* [n_threads] */
 
     /* Initialisation pass: responsibilities replace the E-step's posteriors. */
-    int init_mode;             /* 0 none, 1 random (init_seed), 2 labels */
+    int init_mode;             /* 0 none, 1 random (init_seed), 2 k-means centres */
     uint64_t init_seed;
-    const int32_t *init_labels;
+    /* k-means (init.c): a sample of the rows' features, drawn once per fit,
+     * and the tree of centres of the current restart. */
+    size_t km_dim;             /* standardised expert inputs + target (or one-hot) */
+    size_t km_n;               /* rows in the sample (0: not drawn yet) */
+    double *km_feat;           /* [km_n x km_dim] */
+    double *km_w;              /* [km_n] case weights */
+    double *km_cen;            /* centres of every tree node below the root */
+    size_t km_level_off[MOE_MAX_DEPTH];
 
     double ridge, var_floor, min_support;
     unsigned char *frozen;     /* [K] expert frozen for lack of support */
@@ -306,14 +342,31 @@ struct moe_fit {
     int iter;                  /* EM iterations done in the current run */
 };
 
-/* Create / free the fit state for a model shape and data set. */
-moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_dataset *data,
+/* Create / free the fit state for a model shape and row source. */
+moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_source *src,
                           const moe_train_params *params);
 void moe_fit_free(moe_fit *f);
 
-/* One pass over the data: posteriors under f->m and the sufficient
- * statistics into f->stats. Returns the log-likelihood (standardised scale). */
-double moe_fit_pass(moe_fit *f);
+/* Rows of the following passes: [row0, row0 + n) of the source, n <=
+ * f->cap_rows (online EM's minibatches). */
+void moe_fit_window(moe_fit *f, size_t row0, size_t n);
+
+/* One pass over the rows: posteriors under f->m and the sufficient
+ * statistics into f->stats, summed over every process. Returns
+ * MOE_STATUS_OK, or the error of a failed read (on every process). The
+ * log-likelihood (standardised scale) is f->stats[0]. */
+moe_status moe_fit_pass(moe_fit *f, moe_error *err);
+
+/* Sum buf[0..n) over the processes (nothing with one process). Returns
+ * MOE_STATUS_OK or MOE_STATUS_IO when the reducer fails. */
+moe_status moe_fit_reduce(const moe_fit *f, double *buf, size_t n, moe_error *err);
+
+/* The data pass before EM (scan.c): checks every value the model reads
+ * (finite inputs and targets, labels in range, weights >= 0), fills
+ * sum_w, n_used and n_total, reports absent classes and constant columns,
+ * and sets the model's standardisation (weighted means and standard
+ * deviations, two passes). */
+moe_status moe_fit_prepare(moe_fit *f, moe_error *err);
 
 /* The M-step from f->stats: updates f->m (and records events). damp: the
  * damping level of the softmax steps (see moe_softmax_step). */
@@ -322,7 +375,15 @@ void moe_fit_mstep(moe_fit *f, int damp);
 /* Record an event of the current run. */
 void moe_fit_event(moe_fit *f, moe_event_kind kind, int expert, int column, double value);
 
-/* k-means labels for initialisation (init.c): labels[n_rows] in 0..K-1. */
-moe_status moe_kmeans_labels(const moe_fit *f, uint64_t seed, int32_t *labels);
+/* k-means centres for initialisation (init.c): draws the fit's sample on
+ * first use, clusters it with the seed and stores the tree of centres in
+ * f->km_cen; the initialisation pass then sends each row to the leaf of its
+ * nearest centres (moe_kmeans_leaf). */
+moe_status moe_kmeans_fit(moe_fit *f, uint64_t seed, moe_error *err);
+
+/* The leaf (0..K-1) of a row under f->km_cen: its features are the
+ * standardised expert inputs z[n_ecols] then the standardised targets
+ * t[P] (regression) or the one-hot class `label` (classification). */
+size_t moe_kmeans_leaf(const moe_fit *f, const double *z, const double *t, int32_t label);
 
 #endif /* MOE_IMPL_H */

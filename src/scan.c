@@ -1,0 +1,175 @@
+/*
+ * scan.c -- the data pass before EM: every value the model reads is
+ * checked, the case weights and rows are counted, absent classes and
+ * constant columns reported, and the inputs and targets standardised.
+ *
+ * The rows come from the fit's source in chunks, in row order, so a file
+ * larger than memory is scanned in bounded memory and an in-memory data set
+ * gives exactly the same sums. Over several processes the sums go through
+ * the reducer (one call per pass). Two passes: weighted sums for the means,
+ * then weighted squared deviations from them (accurate where the one-pass
+ * formula cancels).
+ */
+#include "moe_impl.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Pass 1 sums: [0] sum of weights, [1] rows of positive weight, [2] rows,
+ * [3] rows that failed the checks on some process, then per input column
+ * the weighted sum, per output the weighted sum, per class the weight. */
+enum { S_W, S_USED, S_ROWS, S_BAD, S_HEAD };
+
+/* Check the rows of one view; the first bad value becomes the error. */
+static moe_status check_rows(const moe_fit *f, const moe_rows *v, size_t r0, size_t n,
+                             moe_error *err) {
+    const moe_model *m = f->m;
+    size_t base = f->src->first_row + r0;
+    for (size_t i = 0; i < n; i++) {
+        const double *x = v->x + i * v->ld_x;
+        for (size_t j = 0; j < m->n_ecols + m->n_gcols; j++) {
+            size_t c = j < m->n_ecols ? m->ecols[j] : m->gcols[j - m->n_ecols];
+            if (!isfinite(x[c]))
+                return moe_err_at(err, MOE_STATUS_DATA, NULL, base + i + 1, c + 1,
+                                  "row %zu, column %zu: input is %g (not finite)", base + i + 1,
+                                  c + 1, x[c]);
+        }
+        if (m->task == MOE_TASK_REGRESSION) {
+            for (size_t p = 0; p < m->n_out; p++)
+                if (!isfinite(v->y[i * v->ld_y + p]))
+                    return moe_err_at(err, MOE_STATUS_DATA, NULL, base + i + 1, 0,
+                                      "row %zu: target %zu is %g (not finite)", base + i + 1, p + 1,
+                                      v->y[i * v->ld_y + p]);
+        } else if (v->labels[i] < 0 || (size_t)v->labels[i] >= m->n_cls) {
+            return moe_err_at(err, MOE_STATUS_DATA, NULL, base + i + 1, 0,
+                              "row %zu: class label %d outside 0..%zu", base + i + 1,
+                              (int)v->labels[i], m->n_cls - 1);
+        }
+        double w = v->weights ? v->weights[i] : 1.0;
+        if (!(w >= 0.0) || !isfinite(w))
+            return moe_err_at(err, MOE_STATUS_DATA, NULL, base + i + 1, 0,
+                              "row %zu: case weight %g (must be finite and >= 0)", base + i + 1, w);
+    }
+    return MOE_STATUS_OK;
+}
+
+/* One pass over the rows in order: pass 1 (mu == NULL) adds weights,
+ * counts and weighted sums into acc; pass 2 the weighted squared
+ * deviations from mu (inputs, then outputs). */
+static moe_status scan(moe_fit *f, const double *mu, double *acc, moe_error *err) {
+    const moe_model *m = f->m;
+    const moe_source *src = f->src;
+    moe_row_buffers *buf = &f->bufs[0];
+    size_t N = src->n_rows, D = m->n_cols, P = m->n_out;
+    for (size_t r0 = 0; r0 < N; r0 += buf->max_rows) {
+        size_t n = N - r0 < buf->max_rows ? N - r0 : buf->max_rows;
+        moe_rows v;
+        moe_status st = src->read(src->ctx, r0, n, buf, &v, err);
+        if (st != MOE_STATUS_OK) return st;
+        if (!mu) {
+            st = check_rows(f, &v, r0, n, err);
+            if (st != MOE_STATUS_OK) return st;
+        }
+        double *sx = acc + (mu ? 0 : S_HEAD), *sy = sx + D, *sc = sy + P;
+        for (size_t i = 0; i < n; i++) {
+            double w = v.weights ? v.weights[i] : 1.0;
+            const double *x = v.x + i * v.ld_x;
+            if (!mu) {
+                acc[S_W] += w;
+                acc[S_USED] += w > 0.0;
+                acc[S_ROWS] += 1.0;
+                for (size_t c = 0; c < D; c++) sx[c] += w * x[c];
+                for (size_t p = 0; p < P; p++) sy[p] += w * v.y[i * v.ld_y + p];
+                if (m->task == MOE_TASK_CLASSIFICATION) sc[v.labels[i]] += w;
+            } else {
+                for (size_t c = 0; c < D; c++) {
+                    double e = x[c] - mu[c];
+                    sx[c] += w * e * e;
+                }
+                for (size_t p = 0; p < P; p++) {
+                    double e = v.y[i * v.ld_y + p] - mu[D + p];
+                    sy[p] += w * e * e;
+                }
+            }
+        }
+    }
+    return MOE_STATUS_OK;
+}
+
+moe_status moe_fit_prepare(moe_fit *f, moe_error *err) {
+    moe_model *m = f->m;
+    size_t D = m->n_cols, P = m->n_out, C = m->n_cls;
+    size_t n1 = S_HEAD + D + P + C, n2 = D + P;
+    double *acc = calloc(n1 + n2 + D + P + 1, sizeof(double));
+    if (!acc) return MOE_STATUS_NO_MEMORY;
+    double *sq = acc + n1, *mu = sq + n2;
+    moe_error local;
+    memset(&local, 0, sizeof local);
+    /* A process whose rows fail the checks still joins the sum (so that no
+     * process waits for it) and flags the failure. */
+    moe_status st = scan(f, NULL, acc, &local);
+    if (st != MOE_STATUS_OK) acc[S_BAD] = 1.0;
+    moe_status rs = moe_fit_reduce(f, acc, n1, err);
+    if (st != MOE_STATUS_OK) {
+        if (err) *err = local;
+        goto done;
+    }
+    if ((st = rs) != MOE_STATUS_OK) goto done;
+    if (acc[S_BAD] != 0.0) {
+        st = moe_err(err, MOE_STATUS_DATA, "another process found bad values in its rows");
+        goto done;
+    }
+    f->sum_w = acc[S_W];
+    f->n_used = acc[S_USED];
+    f->n_total = acc[S_ROWS];
+    size_t nb = (size_t)(f->n_total + MOE_BLOCK_ROWS - 1) / MOE_BLOCK_ROWS;
+    f->hess_stride = (nb + MOE_HESSIAN_SAMPLE_BLOCKS - 1) / MOE_HESSIAN_SAMPLE_BLOCKS;
+    if (f->hess_stride == 0) f->hess_stride = 1;
+    if (!(f->sum_w > 0.0)) {
+        st = moe_err(err, MOE_STATUS_DATA, f->n_total > 0 ? "all case weights are zero"
+                                                          : "no rows to train on");
+        goto done;
+    }
+    for (size_t j = 0; j < D + P; j++) mu[j] = acc[S_HEAD + j] / f->sum_w;
+    st = scan(f, mu, sq, err);
+    if (st == MOE_STATUS_OK) st = moe_fit_reduce(f, sq, n2, err);
+    if (st != MOE_STATUS_OK) goto done;
+
+    /* Only the columns the model reads are standardised; a constant one
+     * keeps scale 1 (its standardised value is 0) and is reported. */
+    unsigned char *used = calloc(D + 1, 1);
+    if (!used) {
+        st = MOE_STATUS_NO_MEMORY;
+        goto done;
+    }
+    for (size_t j = 0; j < m->n_ecols; j++) used[m->ecols[j]] = 1;
+    for (size_t j = 0; j < m->n_gcols; j++) used[m->gcols[j]] = 1;
+    for (size_t j = 0; j < D + P; j++) {
+        double sd = sqrt(sq[j] / f->sum_w);
+        int ok = sd > 1e-12 * (fabs(mu[j]) + 1e-300) && sd > 0.0 && isfinite(sd);
+        if (j < D) {
+            m->x_mean[j] = used[j] ? mu[j] : 0.0;
+            m->x_scale[j] = used[j] && ok ? sd : 1.0;
+            if (used[j] && !ok) {
+                moe_log(MOE_LOG_LEVEL_WARN,
+                        "input column %zu is constant (%g): it carries no information", j + 1,
+                        mu[j]);
+                moe_fit_event(f, MOE_EVENT_KIND_CONSTANT_COLUMN, -1, (int)j, mu[j]);
+            }
+        } else {
+            m->y_mean[j - D] = mu[j];
+            m->y_scale[j - D] = ok ? sd : 1.0;
+        }
+    }
+    free(used);
+    for (size_t c = 0; c < C; c++)
+        if (acc[S_HEAD + D + P + c] == 0.0) {
+            moe_log(MOE_LOG_LEVEL_WARN,
+                    "class %zu has no rows: its probability will be driven towards 0", c);
+            moe_fit_event(f, MOE_EVENT_KIND_ABSENT_CLASS, -1, (int)c, 0.0);
+        }
+done:
+    free(acc);
+    return st;
+}
