@@ -25,9 +25,11 @@
 #include <string.h>
 
 typedef struct csv_parser {
-    char *buf;          /* n bytes of input, then a NUL sentinel */
+    const char *in;     /* n bytes of input, then a NUL sentinel */
+    char *out;          /* where the unquoted cells go: `in` itself (a whole
+                           file, unquoted in place) or a batch's buffer */
     size_t n;
-    size_t r, w;        /* read and write positions, w <= r */
+    size_t r, w;        /* read and write positions; w <= r when in place */
     size_t line;        /* 1-based line of position r */
     char delim;
     const char *name;
@@ -68,14 +70,14 @@ static moe_status nul_error(const csv_parser *p, moe_error *err) {
 static int skip_blank_lines(csv_parser *p) {
     for (;;) {
         size_t q = p->r;
-        while (blank(p, p->buf[q])) q++;
-        if (p->buf[q] == '\n') {
+        while (blank(p, p->in[q])) q++;
+        if (p->in[q] == '\n') {
             p->r = q + 1;
             p->line++;
-        } else if (p->buf[q] == '\r') {
-            p->r = q + 1 + (p->buf[q + 1] == '\n');
+        } else if (p->in[q] == '\r') {
+            p->r = q + 1 + (p->in[q + 1] == '\n');
             p->line++;
-        } else if (p->buf[q] == '\0' && q >= p->n) {
+        } else if (p->in[q] == '\0' && q >= p->n) {
             p->r = q;
             return 0;
         } else {
@@ -85,17 +87,22 @@ static int skip_blank_lines(csv_parser *p) {
 }
 
 /* The delimiter occurring most often outside quotes in the record at p->r;
- * ',' on a tie or when none occurs. */
-static char detect_delimiter(const csv_parser *p) {
+ * ',' on a tie or when none occurs. *complete is set to 0 when the input
+ * ended before the record did. */
+static char detect_delimiter(const csv_parser *p, int *complete) {
     static const char cand[3] = {',', ';', '\t'};
     size_t count[3] = {0, 0, 0}, q;
     int in_quotes = 0, best = 0, k;
+    *complete = 0;
     for (q = p->r; q < p->n; q++) {
-        char c = p->buf[q];
+        char c = p->in[q];
         if (c == '"') {
             in_quotes = !in_quotes;
         } else if (!in_quotes) {
-            if (c == '\n' || c == '\r') break;
+            if (c == '\n' || c == '\r') {
+                *complete = 1;
+                break;
+            }
             for (k = 0; k < 3; k++)
                 if (c == cand[k]) count[k]++;
         }
@@ -120,7 +127,8 @@ static int push_field(csv_parser *p, size_t off) {
 /* Parse the record starting at p->r (after skip_blank_lines said one
  * starts there) into NUL-terminated fields at p->fields. */
 static moe_status parse_record(csv_parser *p, moe_error *err) {
-    char *b = p->buf;
+    const char *b = p->in;
+    char *o = p->out;
     char c;
     p->n_fields = 0;
     for (;;) {
@@ -146,7 +154,7 @@ static moe_status parse_record(csv_parser *p, moe_error *err) {
                 } else if (c == '\n' || (c == '\r' && b[p->r + 1] != '\n')) {
                     p->line++;
                 }
-                b[p->w++] = c;
+                o[p->w++] = c;
                 p->r++;
             }
             p->r++; /* the closing quote */
@@ -167,7 +175,7 @@ static moe_status parse_record(csv_parser *p, moe_error *err) {
             for (;;) {
                 c = b[p->r];
                 if (c == p->delim || c == '\n' || c == '\r' || c == '\0') break;
-                b[p->w++] = c;
+                o[p->w++] = c;
                 p->r++;
                 if (!blank(p, c)) end = p->w;
             }
@@ -175,7 +183,7 @@ static moe_status parse_record(csv_parser *p, moe_error *err) {
             p->w = end;
         }
         c = b[p->r]; /* read before the NUL goes in: w may equal r */
-        b[p->w++] = '\0';
+        o[p->w++] = '\0';
         if (c == p->delim && c != '\0') {
             p->r++;
             continue;
@@ -241,6 +249,81 @@ static moe_status check_header(const csv_parser *p, char **names, size_t n, size
     return st;
 }
 
+/* The delimiter to use: params' (checked), or 0 to detect. */
+static moe_status given_delimiter(const moe_csv_params *params, const char *name, char *out,
+                                  moe_error *err) {
+    char d = params ? params->delimiter : 0;
+    *out = d;
+    if (d == '"' || d == '\n' || d == '\r' || d == ' ')
+        return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "%s: invalid delimiter 0x%02x", name,
+                       (unsigned)(unsigned char)d);
+    return MOE_STATUS_OK;
+}
+
+/* Length of a UTF-8 byte-order mark at the start of in[0..n-1] (0 or 3). */
+static size_t bom_len(const char *in, size_t n) {
+    return n >= 3 && (unsigned char)in[0] == 0xEF && (unsigned char)in[1] == 0xBB &&
+                   (unsigned char)in[2] == 0xBF
+               ? 3
+               : 0;
+}
+
+/* The header just parsed by p (fields at p->fields in out): column names
+ * into t (pointing into `out`), checked. */
+static moe_status take_header(csv_parser *p, moe_table *t, char *out, moe_error *err) {
+    size_t j;
+    moe_status st;
+    t->n_cols = p->n_fields;
+    t->col_names = malloc(t->n_cols * sizeof *t->col_names);
+    if (!t->col_names) return moe_err(err, MOE_STATUS_NO_MEMORY, "%s: out of memory", p->name);
+    for (j = 0; j < t->n_cols; j++) t->col_names[j] = out + p->fields[j];
+    if ((st = check_header(p, t->col_names, t->n_cols, t->header_line, err)) != MOE_STATUS_OK)
+        return st;
+    p->names = t->col_names;
+    p->n_names = t->n_cols;
+    return MOE_STATUS_OK;
+}
+
+/* Append the record p just parsed (starting on `line`, its cells from
+ * write offset `start`) as row t->n_rows, growing the row arrays from
+ * *cap_rows when needed. */
+static moe_status add_row(moe_table *t, const csv_parser *p, size_t line, size_t start,
+                          size_t *cap_rows, moe_error *err) {
+    size_t i = t->n_rows, j;
+    const char *name = p->name;
+    if (p->n_fields != t->n_cols)
+        return moe_err_at(err, MOE_STATUS_FORMAT, name, line, 0, "%s:%zu: %zu field%s, expected %zu",
+                          name, line, p->n_fields, p->n_fields == 1 ? "" : "s", t->n_cols);
+    if (p->w - start > UINT32_MAX)
+        return moe_err_at(err, MOE_STATUS_FORMAT, name, line, 0, "%s:%zu: record longer than 4 GiB",
+                          name, line);
+    if (i == *cap_rows) {
+        size_t cap = *cap_rows ? 2 * *cap_rows : 1024;
+        size_t *rs, *rl;
+        uint32_t *co;
+        if (cap > SIZE_MAX / sizeof(size_t) || cap > SIZE_MAX / sizeof(uint32_t) / t->n_cols)
+            return moe_err(err, MOE_STATUS_NO_MEMORY, "%s: too many rows", name);
+        rs = realloc(t->row_start, cap * sizeof *rs);
+        if (rs) t->row_start = rs;
+        rl = rs ? realloc(t->row_line, cap * sizeof *rl) : NULL;
+        if (rl) t->row_line = rl;
+        co = rl ? realloc(t->cell_off, cap * t->n_cols * sizeof *co) : NULL;
+        if (!co) return moe_err(err, MOE_STATUS_NO_MEMORY, "%s: out of memory", name);
+        t->cell_off = co;
+        *cap_rows = cap;
+    }
+    t->row_start[i] = start;
+    t->row_line[i] = line;
+    for (j = 0; j < t->n_cols; j++) t->cell_off[i * t->n_cols + j] = (uint32_t)(p->fields[j] - start);
+    t->n_rows++;
+    return MOE_STATUS_OK;
+}
+
+static moe_status no_rows_error(const char *name, size_t after_header, moe_error *err) {
+    return moe_err_at(err, MOE_STATUS_DATA, name, after_header, 0,
+                      "%s:%zu: no data rows after the header", name, after_header);
+}
+
 /* Parse buf[0..n-1] (buf[n] must be NUL; the table takes buf over, also on
  * failure). */
 static moe_status parse_table(char *buf, size_t n, const char *name,
@@ -248,10 +331,12 @@ static moe_status parse_table(char *buf, size_t n, const char *name,
     csv_parser p;
     moe_table *t = NULL;
     moe_status st = MOE_STATUS_OK;
-    size_t cap_rows = 0, j, after_header;
+    size_t cap_rows = 0, after_header;
+    char given;
 
     memset(&p, 0, sizeof p);
-    p.buf = buf;
+    p.in = buf;
+    p.out = buf;
     p.n = n;
     p.line = 1;
     p.name = name;
@@ -265,82 +350,30 @@ static moe_status parse_table(char *buf, size_t n, const char *name,
     t->buf = buf;
     p.name = t->name;
 
-    if (params && params->delimiter) {
-        char d = params->delimiter;
-        if (d == '"' || d == '\n' || d == '\r' || d == ' ') {
-            st = moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "%s: invalid delimiter 0x%02x", name,
-                         (unsigned)(unsigned char)d);
-            goto done;
-        }
-        p.delim = d;
-    }
-    if (n >= 3 && (unsigned char)buf[0] == 0xEF && (unsigned char)buf[1] == 0xBB &&
-        (unsigned char)buf[2] == 0xBF)
-        p.r = 3;
-    if (!p.delim) p.delim = ',';             /* blank() needs one before detection */
+    if ((st = given_delimiter(params, name, &given, err)) != MOE_STATUS_OK) goto done;
+    p.r = bom_len(buf, n);
+    p.delim = given ? given : ','; /* blank() needs one before detection */
     if (!skip_blank_lines(&p)) {
         st = moe_err_at(err, MOE_STATUS_FORMAT, name, 0, 0, "%s: empty file", name);
         goto done;
     }
-    if (!(params && params->delimiter)) p.delim = detect_delimiter(&p);
+    if (!given) {
+        int complete;
+        p.delim = detect_delimiter(&p, &complete);
+    }
     t->delimiter = p.delim;
     t->header_line = p.line;
     if ((st = parse_record(&p, err)) != MOE_STATUS_OK) goto done;
-    t->n_cols = p.n_fields;
-    t->col_names = malloc(t->n_cols * sizeof *t->col_names);
-    if (!t->col_names) {
-        st = moe_err(err, MOE_STATUS_NO_MEMORY, "%s: out of memory", name);
-        goto done;
-    }
-    for (j = 0; j < t->n_cols; j++) t->col_names[j] = buf + p.fields[j];
-    if ((st = check_header(&p, t->col_names, t->n_cols, t->header_line, err)) != MOE_STATUS_OK)
-        goto done;
-    p.names = t->col_names;
-    p.n_names = t->n_cols;
+    if ((st = take_header(&p, t, buf, err)) != MOE_STATUS_OK) goto done;
     after_header = p.line;
 
     while (skip_blank_lines(&p)) {
-        size_t line = p.line, start = p.w, i = t->n_rows;
+        size_t line = p.line, start = p.w;
         if ((st = parse_record(&p, err)) != MOE_STATUS_OK) goto done;
-        if (p.n_fields != t->n_cols) {
-            st = moe_err_at(err, MOE_STATUS_FORMAT, name, line, 0, "%s:%zu: %zu field%s, expected %zu",
-                            name, line, p.n_fields, p.n_fields == 1 ? "" : "s", t->n_cols);
-            goto done;
-        }
-        if (p.w - start > UINT32_MAX) {
-            st = moe_err_at(err, MOE_STATUS_FORMAT, name, line, 0,
-                            "%s:%zu: record longer than 4 GiB", name, line);
-            goto done;
-        }
-        if (i == cap_rows) {
-            size_t cap = cap_rows ? 2 * cap_rows : 1024;
-            size_t *rs, *rl;
-            uint32_t *co;
-            if (cap > SIZE_MAX / sizeof(size_t) || cap > SIZE_MAX / sizeof(uint32_t) / t->n_cols) {
-                st = moe_err(err, MOE_STATUS_NO_MEMORY, "%s: too many rows", name);
-                goto done;
-            }
-            rs = realloc(t->row_start, cap * sizeof *rs);
-            if (rs) t->row_start = rs;
-            rl = rs ? realloc(t->row_line, cap * sizeof *rl) : NULL;
-            if (rl) t->row_line = rl;
-            co = rl ? realloc(t->cell_off, cap * t->n_cols * sizeof *co) : NULL;
-            if (!co) {
-                st = moe_err(err, MOE_STATUS_NO_MEMORY, "%s: out of memory", name);
-                goto done;
-            }
-            t->cell_off = co;
-            cap_rows = cap;
-        }
-        t->row_start[i] = start;
-        t->row_line[i] = line;
-        for (j = 0; j < t->n_cols; j++)
-            t->cell_off[i * t->n_cols + j] = (uint32_t)(p.fields[j] - start);
-        t->n_rows++;
+        if ((st = add_row(t, &p, line, start, &cap_rows, err)) != MOE_STATUS_OK) goto done;
     }
     if (t->n_rows == 0) {
-        st = moe_err_at(err, MOE_STATUS_DATA, name, after_header, 0,
-                        "%s:%zu: no data rows after the header", name, after_header);
+        st = no_rows_error(name, after_header, err);
         goto done;
     }
 
@@ -483,4 +516,272 @@ const char *moe_table_cell(const moe_table *t, size_t i, size_t j) {
 
 size_t moe_table_row_line(const moe_table *t, size_t i) {
     return t && i < t->n_rows ? t->row_line[i] : 0;
+}
+
+/* ---- reading in batches ------------------------------------------------------
+ *
+ * The reader keeps a window of the file's bytes (raw) and parses records
+ * out of it into the current batch's buffer with the same parser as above.
+ * A record is only accepted when the parser stopped at least one byte
+ * before the end of the window (it looks one byte ahead, for CRLF and
+ * doubled quotes); otherwise -- or when it ran into the window's end --
+ * the record is parsed again from its start after more of the file has
+ * been read. The window grows only for a record longer than itself, so
+ * memory stays bounded by the batch and the longest record. */
+
+#define READER_BLOCK ((size_t)1 << 20) /* bytes per read */
+#define BATCH_BYTES ((size_t)8 << 20)  /* a batch stops growing past this much text */
+
+struct moe_csv_reader {
+    FILE *f;
+    int eof;            /* the file has no more bytes */
+    int done;           /* every data row has been returned */
+    int failed;         /* an error left the reader unusable until rewound */
+    char *raw;          /* raw[0..p.n): unparsed bytes from file offset raw_off; NUL at p.n */
+    size_t cap;         /* bytes allocated at raw */
+    size_t block;       /* bytes to read at a time (READER_BLOCK; tests use less) */
+    uint64_t raw_off;
+    csv_parser p;       /* in = raw */
+    char *hdr;          /* the header's cells */
+    size_t hdr_cap;
+    moe_table *batch;   /* the current batch; col_names point into hdr */
+    size_t cap_rows;    /* rows the batch's arrays hold */
+    size_t out_cap;     /* bytes at batch->buf */
+    uint64_t data_off;  /* file offset and line just after the header */
+    size_t data_line;
+    size_t n_rows;      /* data rows returned since the start */
+};
+
+/* Drop the bytes before p.r, then read more of the file after the rest. */
+static moe_status refill(moe_csv_reader *rd, moe_error *err) {
+    csv_parser *p = &rd->p;
+    size_t keep = p->n - p->r, got;
+    memmove(rd->raw, rd->raw + p->r, keep);
+    rd->raw_off += p->r;
+    p->r = 0;
+    p->n = keep;
+    if (rd->cap - 1 - keep < (rd->block + 1) / 2) {
+        size_t cap = 2 * rd->cap;
+        char *nr;
+        if (cap < rd->cap)
+            return moe_err(err, MOE_STATUS_NO_MEMORY, "%s: record too long", p->name);
+        nr = realloc(rd->raw, cap);
+        if (!nr) return moe_err(err, MOE_STATUS_NO_MEMORY, "%s: out of memory", p->name);
+        rd->raw = nr;
+        rd->cap = cap;
+    }
+    got = fread(rd->raw + keep, 1, rd->cap - 1 - keep, rd->f);
+    if (got == 0) {
+        if (ferror(rd->f))
+            return moe_err_at(err, MOE_STATUS_IO, p->name, 0, 0, "%s: read error: %s", p->name,
+                              strerror(errno));
+        rd->eof = 1;
+    }
+    p->n = keep + got;
+    rd->raw[p->n] = '\0';
+    p->in = rd->raw;
+    return MOE_STATUS_OK;
+}
+
+/* Make *buf hold at least `need` bytes. */
+static int reserve(char **buf, size_t *cap, size_t need) {
+    size_t c = *cap ? *cap : 4096;
+    char *nb;
+    if (need <= *cap) return 0;
+    while (c < need) {
+        if (c > SIZE_MAX / 2) return -1;
+        c *= 2;
+    }
+    nb = realloc(*buf, c);
+    if (!nb) return -1;
+    *buf = nb;
+    *cap = c;
+    return 0;
+}
+
+/* Parse the next record into *out at p.w (grown as needed); its first line
+ * and write offset go to *line and *start. *have = 0 at the end of input. */
+static moe_status next_record(moe_csv_reader *rd, char **out, size_t *out_cap, size_t *line,
+                              size_t *start, int *have, moe_error *err) {
+    csv_parser *p = &rd->p;
+    for (;;) {
+        size_t r0 = p->r, line0 = p->line, w0 = p->w;
+        moe_status st = MOE_STATUS_OK;
+        /* unquoting never makes a record longer: room for all unread bytes */
+        if (reserve(out, out_cap, w0 + (p->n - r0) + 2) != 0)
+            return moe_err(err, MOE_STATUS_NO_MEMORY, "%s: out of memory", p->name);
+        p->out = *out;
+        *have = skip_blank_lines(p);
+        if (*have) {
+            *line = p->line;
+            *start = p->w;
+            st = parse_record(p, err);
+        }
+        if (rd->eof || p->r + 1 < p->n) return st;
+        p->r = r0;
+        p->line = line0;
+        p->w = w0;
+        if ((st = refill(rd, err)) != MOE_STATUS_OK) return st;
+    }
+}
+
+void moe_csv_reader_free(moe_csv_reader *rd) {
+    if (!rd) return;
+    if (rd->f) fclose(rd->f);
+    free(rd->raw);
+    free(rd->hdr);
+    free(rd->p.fields);
+    moe_table_free(rd->batch);
+    free(rd);
+}
+
+moe_status moe_csv_reader_open(const char *path, const moe_csv_params *params,
+                               moe_csv_reader **out, moe_error *err) {
+    return moe_csv_reader_open_block(path, params, READER_BLOCK, out, err);
+}
+
+moe_status moe_csv_reader_open_block(const char *path, const moe_csv_params *params,
+                                     size_t block, moe_csv_reader **out, moe_error *err) {
+    moe_csv_reader *rd = NULL;
+    moe_table *t;
+    csv_parser *p;
+    moe_status st = MOE_STATUS_OK;
+    size_t line = 0, start = 0;
+    int have;
+    char given;
+
+    if (!out) return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "moe_csv_reader_open: out is NULL");
+    *out = NULL;
+    if (!path || !*path) return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "no file name");
+    if ((st = given_delimiter(params, path, &given, err)) != MOE_STATUS_OK) return st;
+    rd = calloc(1, sizeof *rd);
+    t = rd ? calloc(1, sizeof *t) : NULL;
+    if (rd) rd->batch = t;
+    if (block == 0 || block > SIZE_MAX / 4) block = READER_BLOCK;
+    if (!t || !(t->name = malloc(strlen(path) + 1)) || !(rd->raw = malloc(block + 1))) {
+        st = moe_err(err, MOE_STATUS_NO_MEMORY, "%s: out of memory", path);
+        goto done;
+    }
+    strcpy(t->name, path);
+    rd->cap = block + 1;
+    rd->block = block;
+    p = &rd->p;
+    p->in = rd->raw;
+    p->line = 1;
+    p->name = t->name;
+    rd->raw[0] = '\0';
+    rd->f = fopen(path, "rb");
+    if (!rd->f) {
+        st = moe_err_at(err, MOE_STATUS_IO, path, 0, 0, "%s: cannot open: %s", path,
+                        strerror(errno));
+        goto done;
+    }
+    while (!rd->eof && p->n < 3)
+        if ((st = refill(rd, err)) != MOE_STATUS_OK) goto done;
+    p->r = bom_len(rd->raw, p->n);
+    p->delim = given ? given : ','; /* blank() needs one before detection */
+    for (;;) {
+        size_t r0 = p->r, line0 = p->line;
+        int complete = 1;
+        have = skip_blank_lines(p);
+        if (have && !given) p->delim = detect_delimiter(p, &complete);
+        if (rd->eof || (have && complete && p->r + 1 < p->n)) break;
+        p->r = r0;
+        p->line = line0;
+        if ((st = refill(rd, err)) != MOE_STATUS_OK) goto done;
+    }
+    if (!have) {
+        st = moe_err_at(err, MOE_STATUS_FORMAT, path, 0, 0, "%s: empty file", path);
+        goto done;
+    }
+    t->delimiter = p->delim;
+    if ((st = next_record(rd, &rd->hdr, &rd->hdr_cap, &line, &start, &have, err)) != MOE_STATUS_OK)
+        goto done;
+    t->header_line = line;
+    if ((st = take_header(p, t, rd->hdr, err)) != MOE_STATUS_OK) goto done;
+    rd->data_off = rd->raw_off + p->r;
+    rd->data_line = p->line;
+
+done:
+    if (st != MOE_STATUS_OK) {
+        moe_csv_reader_free(rd);
+        rd = NULL;
+    }
+    *out = rd;
+    return st;
+}
+
+moe_status moe_csv_reader_next(moe_csv_reader *rd, size_t max_rows, const moe_table **batch,
+                               moe_error *err) {
+    moe_table *t;
+    csv_parser *p;
+    moe_status st = MOE_STATUS_OK;
+    if (!batch) return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "moe_csv_reader_next: batch is NULL");
+    *batch = NULL;
+    if (!rd || max_rows == 0)
+        return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "moe_csv_reader_next: %s",
+                       rd ? "max_rows is 0" : "no reader");
+    t = rd->batch;
+    p = &rd->p;
+    if (rd->failed)
+        return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "%s: reading failed earlier (rewind first)",
+                       t->name);
+    if (rd->done) return MOE_STATUS_OK;
+    t->n_rows = 0;
+    p->w = 0;
+    while (t->n_rows < max_rows && p->w < BATCH_BYTES) {
+        size_t line = 0, start = 0;
+        int have;
+        st = next_record(rd, &t->buf, &rd->out_cap, &line, &start, &have, err);
+        if (st == MOE_STATUS_OK && !have) {
+            rd->done = 1;
+            break;
+        }
+        if (st == MOE_STATUS_OK) st = add_row(t, p, line, start, &rd->cap_rows, err);
+        if (st != MOE_STATUS_OK) {
+            rd->failed = 1;
+            t->n_rows = 0;
+            return st;
+        }
+    }
+    if (t->n_rows == 0) {
+        if (rd->n_rows == 0) {
+            rd->failed = 1;
+            return no_rows_error(t->name, rd->data_line, err);
+        }
+        return MOE_STATUS_OK;
+    }
+    rd->n_rows += t->n_rows;
+    *batch = t;
+    return MOE_STATUS_OK;
+}
+
+moe_status moe_csv_reader_rewind(moe_csv_reader *rd, moe_error *err) {
+    if (!rd) return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "moe_csv_reader_rewind: no reader");
+    if (rd->data_off > (uint64_t)INT64_MAX || fseeko(rd->f, (off_t)rd->data_off, SEEK_SET) != 0)
+        return moe_err_at(err, MOE_STATUS_IO, rd->batch->name, 0, 0, "%s: cannot rewind: %s",
+                          rd->batch->name, strerror(errno));
+    clearerr(rd->f);
+    rd->eof = rd->done = rd->failed = 0;
+    rd->raw_off = rd->data_off;
+    rd->p.r = rd->p.n = rd->p.w = 0;
+    rd->raw[0] = '\0';
+    rd->p.line = rd->data_line;
+    rd->n_rows = 0;
+    rd->batch->n_rows = 0;
+    return MOE_STATUS_OK;
+}
+
+size_t moe_csv_reader_n_cols(const moe_csv_reader *rd) { return rd ? rd->batch->n_cols : 0; }
+
+const char *moe_csv_reader_col_name(const moe_csv_reader *rd, size_t j) {
+    return rd && j < rd->batch->n_cols ? rd->batch->col_names[j] : NULL;
+}
+
+const char *moe_csv_reader_name(const moe_csv_reader *rd) { return rd ? rd->batch->name : NULL; }
+
+size_t moe_csv_reader_n_rows_read(const moe_csv_reader *rd) { return rd ? rd->n_rows : 0; }
+
+const moe_table *moe_csv_reader_layout(const moe_csv_reader *rd) {
+    return rd ? rd->batch : NULL;
 }

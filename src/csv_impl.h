@@ -32,6 +32,21 @@ static inline const char *moe_table_cell_at(const moe_table *t, size_t i, size_t
     return t->buf + t->row_start[i] + t->cell_off[i * t->n_cols + j];
 }
 
+/* The reader's current batch as a table: after opening, a table of 0 rows
+ * that carries the header (name, columns, names). Owned by the reader. */
+const moe_table *moe_csv_reader_layout(const moe_csv_reader *reader);
+
+/* moe_csv_reader_open with a window of `block` bytes instead of 1 MiB
+ * (tests use a few bytes, to cross every window boundary). */
+moe_status moe_csv_reader_open_block(const char *path, const moe_csv_params *params,
+                                     size_t block, moe_csv_reader **out, moe_error *err);
+
+/* moe_encoder_apply for one batch of a file: a batch whose rows are all
+ * dropped is not an error (it gives 0 rows). */
+moe_status moe_encoder_apply_batch(const moe_encoder *enc, const moe_table *table,
+                                   const moe_encoder_apply_params *params, moe_encoded **out,
+                                   moe_error *err);
+
 /* What a cell holds. */
 typedef enum moe_cell_kind {
     MOE_CELL_NUMBER = 0,    /* a finite number */

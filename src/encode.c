@@ -228,19 +228,26 @@ moe_encoder_apply_params moe_encoder_apply_params_default(void) {
 
 /* ---- messages -------------------------------------------------------------- */
 
-/* "file:line:col (column 'name'): " + what, for cell (row i, column j). */
+/* "file:line:col (column 'name'): " + what, for the cell on `line` in
+ * column j (0-based) of t; `ex` is its text already cut by moe_excerpt, or
+ * NULL. */
+static moe_status cell_error_at(moe_error *err, moe_status st, const moe_table *t, size_t line,
+                                size_t j, const char *what, const char *ex) {
+    char name[64];
+    moe_excerpt(t->col_names[j], name, sizeof name);
+    if (ex)
+        return moe_err_at(err, st, t->name, line, j + 1, "%s:%zu:%zu (column '%s'): '%s' %s",
+                          t->name, line, j + 1, name, ex, what);
+    return moe_err_at(err, st, t->name, line, j + 1, "%s:%zu:%zu (column '%s'): %s", t->name,
+                      line, j + 1, name, what);
+}
+
+/* The same for the cell at row i, column j of t, holding `text` (or NULL). */
 static moe_status cell_error(moe_error *err, moe_status st, const moe_table *t, size_t i,
                              size_t j, const char *what, const char *text) {
-    char name[64], ex[64];
-    moe_excerpt(t->col_names[j], name, sizeof name);
-    if (text) {
-        moe_excerpt(text, ex, sizeof ex);
-        return moe_err_at(err, st, t->name, t->row_line[i], j + 1,
-                          "%s:%zu:%zu (column '%s'): '%s' %s", t->name, t->row_line[i], j + 1,
-                          name, ex, what);
-    }
-    return moe_err_at(err, st, t->name, t->row_line[i], j + 1, "%s:%zu:%zu (column '%s'): %s",
-                      t->name, t->row_line[i], j + 1, name, what);
+    char ex[64];
+    if (text) moe_excerpt(text, ex, sizeof ex);
+    return cell_error_at(err, st, t, t->row_line[i], j, what, text ? ex : NULL);
 }
 
 static moe_status no_memory(moe_error *err, const moe_table *t) {
@@ -288,12 +295,16 @@ static moe_status assign(const moe_table *t, unsigned char *role, const char *co
     return MOE_STATUS_OK;
 }
 
+typedef struct first_cell { /* the first cell of some kind in file order */
+    size_t row;     /* data row (counted over every batch), or NONE */
+    size_t line;
+    char ex[64];    /* its text, moe_excerpt'ed */
+} first_cell;
+
 typedef struct col_stats {
     size_t n_nonmissing;
     size_t n_number;        /* finite or not */
-    size_t first_text;      /* row of the first text cell, or NONE */
-    size_t first_nonfinite;
-    size_t first_negative;
+    first_cell text, nonfinite, negative;
     int all_integer;
     size_t n_distinct;      /* distinct finite values, counted up to MAX + 1 */
     double distinct[MOE_ENCODE_AUTO_MAX_CLASSES + 1];
@@ -301,19 +312,32 @@ typedef struct col_stats {
 
 /* A candidate error: the first in file order wins. */
 typedef struct first_err {
-    size_t row, col;
+    size_t row, col, line;
     const char *what;
-    int with_text;
+    const char *ex;         /* the cell's text, or NULL */
 } first_err;
 
-static void note_err(first_err *e, size_t row, size_t col, const char *what, int with_text) {
+static void note_first(first_cell *c, size_t row, size_t line, const char *text) {
+    if (c->row != NONE) return;
+    c->row = row;
+    c->line = line;
+    moe_excerpt(text, c->ex, sizeof c->ex);
+}
+
+static void note_err(first_err *e, size_t row, size_t line, size_t col, const char *what,
+                     const char *ex) {
     if (row == NONE) return;
     if (e->row == NONE || row < e->row || (row == e->row && col < e->col)) {
         e->row = row;
         e->col = col;
+        e->line = line;
         e->what = what;
-        e->with_text = with_text;
+        e->ex = ex;
     }
+}
+
+static void note_cell(first_err *e, const first_cell *c, size_t col, const char *what) {
+    note_err(e, c->row, c->line, col, what, c->ex);
 }
 
 /* Sorted copies of the distinct texts in s. */
@@ -338,24 +362,86 @@ done:
     return rc;
 }
 
-moe_status moe_encoder_fit(const moe_table *t, const moe_encoder_params *params,
-                           moe_encoder **out, moe_error *err) {
-    moe_encoder_params def = moe_encoder_params_default();
-    const moe_encoder_params *p = params ? params : &def;
-    moe_status st = MOE_STATUS_OK;
-    moe_encoder *enc = NULL;
-    moe_numctx ctx = MOE_NUMCTX_INIT;
-    unsigned char *role = NULL, *keep = NULL, *forced = NULL;
-    size_t *incols = NULL, *tcols = NULL, *used = NULL, *dummy = NULL;
-    size_t n_in = 0, n_tg = 0, n_used = 0, wcol = NONE, i, j, k, n_kept = 0;
-    col_stats *stats = NULL;  /* per table column */
-    strset *sets = NULL;      /* per table column, categorical inputs and class labels */
-    first_err fe = {NONE, NONE, NULL, 0};
-    int classify = 0;
+/* Texts the level sets point to: copies, since a batch's cells do not
+ * outlive the batch. Blocks of at least 64 KiB, never moved. */
+typedef struct arena_block {
+    struct arena_block *next;
+    size_t used, cap;
+    char data[];
+} arena_block;
 
-    if (!out) return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "moe_encoder_fit: out is NULL");
-    *out = NULL;
-    if (!t) return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "moe_encoder_fit: no table");
+static const char *arena_dup(arena_block **head, const char *s) {
+    size_t n = strlen(s) + 1;
+    arena_block *b = *head;
+    char *d;
+    if (!b || b->cap - b->used < n) {
+        size_t cap = n > 65536 ? n : 65536;
+        b = malloc(sizeof *b + cap);
+        if (!b) return NULL;
+        b->next = *head;
+        b->used = 0;
+        b->cap = cap;
+        *head = b;
+    }
+    d = b->data + b->used;
+    memcpy(d, s, n);
+    b->used += n;
+    return d;
+}
+
+static void arena_free(arena_block *b) {
+    while (b) {
+        arena_block *next = b->next;
+        free(b);
+        b = next;
+    }
+}
+
+/* Fitting state, fed one table (or one batch of a file) at a time:
+ * fit_init, fit_count over every row, fit_decide, fit_levels over every row
+ * (only when fit_needs_levels), fit_build. */
+typedef struct enc_fit {
+    const moe_table *hdr;     /* the columns (and name) of every table fed */
+    moe_encoder_params p;
+    moe_numctx ctx;
+    unsigned char *role, *forced;
+    size_t *incols, *tcols, *used, *dummy;
+    size_t n_in, n_tg, n_used, wcol;
+    col_stats *stats;         /* per column */
+    strset *sets;             /* per column: categorical inputs and class labels */
+    arena_block *texts;
+    first_err fe;
+    size_t n_rows, n_kept;
+    int classify;
+} enc_fit;
+
+static void fit_free(enc_fit *f) {
+    size_t j;
+    if (f->sets)
+        for (j = 0; j < f->hdr->n_cols; j++) strset_free(&f->sets[j]);
+    free(f->sets);
+    arena_free(f->texts);
+    free(f->stats);
+    free(f->dummy);
+    free(f->used);
+    free(f->tcols);
+    free(f->incols);
+    free(f->forced);
+    free(f->role);
+    moe_numctx_free(&f->ctx);
+}
+
+/* Roles and types named in the parameters, checked against the header. */
+static moe_status fit_init(enc_fit *f, const moe_table *t, const moe_encoder_params *p,
+                           moe_error *err) {
+    moe_status st;
+    size_t j, k;
+    memset(f, 0, sizeof *f);
+    f->hdr = t;
+    f->p = *p;
+    f->wcol = NONE;
+    f->fe.row = f->fe.col = NONE;
+    f->ctx = (moe_numctx)MOE_NUMCTX_INIT;
     if (p->task != MOE_ENCODE_TASK_AUTO && p->task != MOE_ENCODE_TASK_REGRESSION &&
         p->task != MOE_ENCODE_TASK_CLASSIFICATION)
         return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "moe_encoder_fit: invalid task %d",
@@ -363,121 +449,123 @@ moe_status moe_encoder_fit(const moe_table *t, const moe_encoder_params *params,
     if (p->missing != MOE_MISSING_ERROR && p->missing != MOE_MISSING_DROP)
         return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "moe_encoder_fit: invalid missing policy");
 
-    role = calloc(t->n_cols, 1);
-    forced = calloc(t->n_cols, 1);
-    incols = malloc(t->n_cols * sizeof *incols);
-    tcols = malloc(t->n_cols * sizeof *tcols);
-    used = malloc(t->n_cols * sizeof *used);
-    dummy = malloc(t->n_cols * sizeof *dummy);
-    keep = malloc(t->n_rows);
-    stats = calloc(t->n_cols, sizeof *stats);
-    sets = calloc(t->n_cols, sizeof *sets);
-    if (!role || !forced || !incols || !tcols || !used || !dummy || !keep || !stats || !sets) {
-        st = no_memory(err, t);
-        goto done;
-    }
+    f->role = calloc(t->n_cols, 1);
+    f->forced = calloc(t->n_cols, 1);
+    f->incols = malloc(t->n_cols * sizeof *f->incols);
+    f->tcols = malloc(t->n_cols * sizeof *f->tcols);
+    f->used = malloc(t->n_cols * sizeof *f->used);
+    f->dummy = malloc(t->n_cols * sizeof *f->dummy);
+    f->stats = calloc(t->n_cols, sizeof *f->stats);
+    f->sets = calloc(t->n_cols, sizeof *f->sets);
+    if (!f->role || !f->forced || !f->incols || !f->tcols || !f->used || !f->dummy || !f->stats ||
+        !f->sets)
+        return no_memory(err, t);
 
-    /* ---- roles ---- */
     if (p->n_targets) {
-        if (p->n_targets > t->n_cols) {
-            st = moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "%s: %zu targets but %zu columns",
-                         t->name, p->n_targets, t->n_cols);
-            goto done;
-        }
-        if ((st = assign(t, role, p->targets, p->n_targets, ROLE_TARGET, "target", tcols, err)))
-            goto done;
-        n_tg = p->n_targets;
+        if (p->n_targets > t->n_cols)
+            return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "%s: %zu targets but %zu columns",
+                           t->name, p->n_targets, t->n_cols);
+        if ((st = assign(t, f->role, p->targets, p->n_targets, ROLE_TARGET, "target", f->tcols,
+                         err)))
+            return st;
+        f->n_tg = p->n_targets;
     } else {
-        tcols[0] = t->n_cols - 1;
-        role[tcols[0]] = ROLE_TARGET;
-        n_tg = 1;
+        f->tcols[0] = t->n_cols - 1;
+        f->role[f->tcols[0]] = ROLE_TARGET;
+        f->n_tg = 1;
     }
-    if (p->weights) {
-        if ((st = assign(t, role, &p->weights, 1, ROLE_WEIGHTS, "weights", &wcol, err)))
-            goto done;
-    }
-    if (p->n_drop > t->n_cols) {
-        st = moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "%s: %zu columns to drop but %zu columns",
-                     t->name, p->n_drop, t->n_cols);
-        goto done;
-    }
-    if ((st = assign(t, role, p->drop, p->n_drop, ROLE_DROP, "drop", dummy, err))) goto done;
+    if (p->weights &&
+        (st = assign(t, f->role, &p->weights, 1, ROLE_WEIGHTS, "weights", &f->wcol, err)))
+        return st;
+    if (p->n_drop > t->n_cols)
+        return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "%s: %zu columns to drop but %zu columns",
+                       t->name, p->n_drop, t->n_cols);
+    if ((st = assign(t, f->role, p->drop, p->n_drop, ROLE_DROP, "drop", f->dummy, err))) return st;
     if (p->n_inputs) {
-        if (p->n_inputs > t->n_cols) {
-            st = moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "%s: %zu inputs but %zu columns",
-                         t->name, p->n_inputs, t->n_cols);
-            goto done;
-        }
-        if ((st = assign(t, role, p->inputs, p->n_inputs, ROLE_INPUT, "inputs", incols, err)))
-            goto done;
-        n_in = p->n_inputs;
+        if (p->n_inputs > t->n_cols)
+            return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "%s: %zu inputs but %zu columns",
+                           t->name, p->n_inputs, t->n_cols);
+        if ((st = assign(t, f->role, p->inputs, p->n_inputs, ROLE_INPUT, "inputs", f->incols,
+                         err)))
+            return st;
+        f->n_in = p->n_inputs;
     } else {
         for (j = 0; j < t->n_cols; j++) {
-            if (role[j] != ROLE_NONE) continue;
-            role[j] = ROLE_INPUT;
-            incols[n_in++] = j;
+            if (f->role[j] != ROLE_NONE) continue;
+            f->role[j] = ROLE_INPUT;
+            f->incols[f->n_in++] = j;
         }
     }
-    if (p->n_categorical && !p->categorical) {
-        st = moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "%s: categorical names given as NULL",
-                     t->name);
-        goto done;
-    }
+    if (p->n_categorical && !p->categorical)
+        return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "%s: categorical names given as NULL",
+                       t->name);
     for (k = 0; k < p->n_categorical; k++) {
         size_t c = p->categorical[k] ? moe_table_col_index(t, p->categorical[k]) : NONE;
-        if (c == NONE || role[c] != ROLE_INPUT) {
+        if (c == NONE || f->role[c] != ROLE_INPUT) {
             char ex[64];
             moe_excerpt(p->categorical[k] ? p->categorical[k] : "(null)", ex, sizeof ex);
-            st = moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "%s: categorical column '%s' is not %s",
-                         t->name, ex, c == NONE ? "in the file" : "an input");
-            goto done;
+            return moe_err(err, MOE_STATUS_INVALID_ARGUMENT,
+                           "%s: categorical column '%s' is not %s", t->name, ex,
+                           c == NONE ? "in the file" : "an input");
         }
-        forced[c] = 1;
+        f->forced[c] = 1;
     }
-    if (p->task == MOE_ENCODE_TASK_CLASSIFICATION && n_tg != 1) {
-        st = moe_err(err, MOE_STATUS_INVALID_ARGUMENT,
-                     "%s: classification takes one target column, not %zu", t->name, n_tg);
-        goto done;
-    }
+    if (p->task == MOE_ENCODE_TASK_CLASSIFICATION && f->n_tg != 1)
+        return moe_err(err, MOE_STATUS_INVALID_ARGUMENT,
+                       "%s: classification takes one target column, not %zu", t->name, f->n_tg);
     for (j = 0; j < t->n_cols; j++) {
-        if (role[j] == ROLE_INPUT || role[j] == ROLE_TARGET || role[j] == ROLE_WEIGHTS)
-            used[n_used++] = j;
-        stats[j].first_text = stats[j].first_nonfinite = stats[j].first_negative = NONE;
-        stats[j].all_integer = 1;
+        col_stats *s = &f->stats[j];
+        if (f->role[j] == ROLE_INPUT || f->role[j] == ROLE_TARGET || f->role[j] == ROLE_WEIGHTS)
+            f->used[f->n_used++] = j;
+        s->text.row = s->nonfinite.row = s->negative.row = NONE;
+        s->all_integer = 1;
     }
+    return MOE_STATUS_OK;
+}
 
-    /* ---- pass 1: missing rows, cell kinds, counts ---- */
+/* The first used column of row i holding a missing cell, or NONE. */
+static size_t missing_col(const enc_fit *f, const moe_table *t, size_t i) {
+    size_t k;
+    for (k = 0; k < f->n_used; k++)
+        if (moe_cell_is_missing(moe_table_cell_at(t, i, f->used[k]))) return f->used[k];
+    return NONE;
+}
+
+/* Pass 1 over the rows of t: missing rows, cell kinds, counts. */
+static void fit_count(enc_fit *f, const moe_table *t) {
+    size_t i, k;
     for (i = 0; i < t->n_rows; i++) {
-        size_t miss = NONE;
-        for (k = 0; k < n_used && miss == NONE; k++)
-            if (moe_cell_is_missing(moe_table_cell_at(t, i, used[k]))) miss = used[k];
-        keep[i] = miss == NONE;
+        size_t row = f->n_rows + i, miss = missing_col(f, t, i);
         if (miss != NONE) {
             /* MOE_MISSING_ERROR fails below, naming this cell unless a bad
              * cell comes earlier; the pass goes on so the column types do not
              * depend on where the gap is */
-            if (p->missing == MOE_MISSING_ERROR) note_err(&fe, i, miss, "missing value", 0);
+            if (f->p.missing == MOE_MISSING_ERROR)
+                note_err(&f->fe, row, t->row_line[i], miss, "missing value", NULL);
             continue;
         }
-        n_kept++;
-        for (k = 0; k < n_used; k++) {
-            col_stats *s = &stats[used[k]];
+        f->n_kept++;
+        for (k = 0; k < f->n_used; k++) {
+            size_t c = f->used[k];
+            col_stats *s = &f->stats[c];
+            const char *cell;
             double v = 0;
             moe_cell_kind kind;
-            if (forced[used[k]]) continue;
-            kind = moe_cell_parse(&ctx, moe_table_cell_at(t, i, used[k]), &v);
+            if (f->forced[c]) continue;
+            cell = moe_table_cell_at(t, i, c);
+            kind = moe_cell_parse(&f->ctx, cell, &v);
             s->n_nonmissing++;
             if (kind == MOE_CELL_TEXT) {
-                if (s->first_text == NONE) s->first_text = i;
+                note_first(&s->text, row, t->row_line[i], cell);
                 continue;
             }
             s->n_number++;
             if (kind == MOE_CELL_NONFINITE) {
-                if (s->first_nonfinite == NONE) s->first_nonfinite = i;
+                note_first(&s->nonfinite, row, t->row_line[i], cell);
                 continue;
             }
-            if (v < 0 && s->first_negative == NONE) s->first_negative = i;
-            if (role[used[k]] == ROLE_TARGET && s->all_integer) {
+            if (v < 0) note_first(&s->negative, row, t->row_line[i], cell);
+            if (f->role[c] == ROLE_TARGET && s->all_integer) {
                 size_t d;
                 if (v != floor(v) || fabs(v) > 9007199254740992.0) {
                     s->all_integer = 0;
@@ -488,148 +576,187 @@ moe_status moe_encoder_fit(const moe_table *t, const moe_encoder_params *params,
             }
         }
     }
-    if (n_kept == 0 && fe.row == NONE) {
-        st = moe_err_at(err, MOE_STATUS_DATA, t->name, 0, 0,
-                        "%s: no rows left after dropping %zu rows with missing values", t->name,
-                        t->n_rows);
-        goto done;
-    }
+    f->n_rows += t->n_rows;
+}
 
-    /* ---- types, task, and the first bad cell ---- */
-    {
-        for (k = 0; k < n_in; k++) {
-            col_stats *s = &stats[incols[k]];
-            if (forced[incols[k]] || 2 * s->n_number <= s->n_nonmissing) {
-                forced[incols[k]] = 1; /* categorical from now on */
-                continue;
-            }
-            note_err(&fe, s->first_text, incols[k], "is not a number", 1);
-            note_err(&fe, s->first_nonfinite, incols[k], "is not a finite number", 1);
+/* Column types, the task, and the first bad cell. */
+static moe_status fit_decide(enc_fit *f, moe_error *err) {
+    const moe_table *t = f->hdr;
+    const moe_encoder_params *p = &f->p;
+    size_t k;
+    if (f->n_kept == 0 && f->fe.row == NONE)
+        return moe_err_at(err, MOE_STATUS_DATA, t->name, 0, 0,
+                          "%s: no rows left after dropping %zu rows with missing values", t->name,
+                          f->n_rows);
+    for (k = 0; k < f->n_in; k++) {
+        size_t c = f->incols[k];
+        col_stats *s = &f->stats[c];
+        if (f->forced[c] || 2 * s->n_number <= s->n_nonmissing) {
+            f->forced[c] = 1; /* categorical from now on */
+            continue;
         }
-        if (p->task == MOE_ENCODE_TASK_CLASSIFICATION) {
-            classify = 1;
-        } else if (p->task == MOE_ENCODE_TASK_AUTO && n_tg == 1) {
-            const col_stats *s = &stats[tcols[0]];
-            if (2 * s->n_number <= s->n_nonmissing)
-                classify = 1;
-            else if (s->first_text == NONE && s->first_nonfinite == NONE && s->all_integer &&
-                     s->n_distinct >= 2 && s->n_distinct <= MOE_ENCODE_AUTO_MAX_CLASSES)
-                classify = 1;
-        }
-        if (!classify) {
-            for (k = 0; k < n_tg; k++) {
-                note_err(&fe, stats[tcols[k]].first_text, tcols[k], "is not a number", 1);
-                note_err(&fe, stats[tcols[k]].first_nonfinite, tcols[k],
-                         "is not a finite number", 1);
-            }
-        }
-        if (wcol != NONE) {
-            note_err(&fe, stats[wcol].first_text, wcol, "is not a number", 1);
-            note_err(&fe, stats[wcol].first_nonfinite, wcol, "is not a finite number", 1);
-            note_err(&fe, stats[wcol].first_negative, wcol, "is a negative weight", 1);
-        }
-        if (fe.row != NONE) {
-            st = cell_error(err, MOE_STATUS_DATA, t, fe.row, fe.col, fe.what,
-                            fe.with_text ? moe_table_cell_at(t, fe.row, fe.col) : NULL);
-            goto done;
+        note_cell(&f->fe, &s->text, c, "is not a number");
+        note_cell(&f->fe, &s->nonfinite, c, "is not a finite number");
+    }
+    if (p->task == MOE_ENCODE_TASK_CLASSIFICATION) {
+        f->classify = 1;
+    } else if (p->task == MOE_ENCODE_TASK_AUTO && f->n_tg == 1) {
+        const col_stats *s = &f->stats[f->tcols[0]];
+        if (2 * s->n_number <= s->n_nonmissing)
+            f->classify = 1;
+        else if (s->text.row == NONE && s->nonfinite.row == NONE && s->all_integer &&
+                 s->n_distinct >= 2 && s->n_distinct <= MOE_ENCODE_AUTO_MAX_CLASSES)
+            f->classify = 1;
+    }
+    if (!f->classify) {
+        for (k = 0; k < f->n_tg; k++) {
+            const col_stats *s = &f->stats[f->tcols[k]];
+            note_cell(&f->fe, &s->text, f->tcols[k], "is not a number");
+            note_cell(&f->fe, &s->nonfinite, f->tcols[k], "is not a finite number");
         }
     }
+    if (f->wcol != NONE) {
+        const col_stats *s = &f->stats[f->wcol];
+        note_cell(&f->fe, &s->text, f->wcol, "is not a number");
+        note_cell(&f->fe, &s->nonfinite, f->wcol, "is not a finite number");
+        note_cell(&f->fe, &s->negative, f->wcol, "is a negative weight");
+    }
+    if (f->fe.row != NONE)
+        return cell_error_at(err, MOE_STATUS_DATA, t, f->fe.line, f->fe.col, f->fe.what,
+                             f->fe.ex);
+    return MOE_STATUS_OK;
+}
 
-    /* ---- pass 2: levels and classes ---- */
+/* Does the encoder need level sets (a categorical input, or classes)? */
+static int fit_needs_levels(const enc_fit *f) {
+    size_t k;
+    if (f->classify) return 1;
+    for (k = 0; k < f->n_in; k++)
+        if (f->forced[f->incols[k]]) return 1;
+    return 0;
+}
+
+/* Pass 2 over the rows of t: levels and classes. */
+static moe_status fit_levels(enc_fit *f, const moe_table *t, moe_error *err) {
+    size_t i, k;
     for (i = 0; i < t->n_rows; i++) {
-        if (!keep[i]) continue;
-        for (k = 0; k < n_in + (size_t)classify; k++) {
-            size_t c = k < n_in ? incols[k] : tcols[0], ix;
+        if (missing_col(f, t, i) != NONE) continue;
+        for (k = 0; k < f->n_in + (size_t)f->classify; k++) {
+            size_t c = k < f->n_in ? f->incols[k] : f->tcols[0], ix;
+            const char *cell, *copy;
             int added;
-            if (k < n_in && !forced[c]) continue;
-            if (strset_add(&sets[c], moe_table_cell_at(t, i, c), &ix, &added) != 0) {
-                st = no_memory(err, t);
-                goto done;
-            }
+            if (k < f->n_in && !f->forced[c]) continue;
+            cell = moe_table_cell_at(t, i, c);
+            if (strset_find(&f->sets[c], cell) != NONE) continue;
+            if (!(copy = arena_dup(&f->texts, cell)) ||
+                strset_add(&f->sets[c], copy, &ix, &added) != 0)
+                return no_memory(err, t);
         }
     }
+    return MOE_STATUS_OK;
+}
 
-    /* ---- the encoder ---- */
-    enc = calloc(1, sizeof *enc);
-    if (!enc) {
-        st = no_memory(err, t);
-        goto done;
-    }
-    enc->task = classify ? MOE_TASK_CLASSIFICATION : MOE_TASK_REGRESSION;
-    enc->drop_first = p->drop_first_level ? 1 : 0;
-    enc->targets = calloc(n_tg, sizeof *enc->targets);
-    enc->inputs = calloc(n_in ? n_in : 1, sizeof *enc->inputs);
-    if (!enc->targets || !enc->inputs) {
-        st = no_memory(err, t);
-        goto done;
-    }
-    enc->n_targets = n_tg;
-    for (k = 0; k < n_tg; k++)
-        if (!(enc->targets[k] = dup_str(t->col_names[tcols[k]]))) {
-            st = no_memory(err, t);
-            goto done;
-        }
-    if (wcol != NONE && !(enc->weights = dup_str(t->col_names[wcol]))) {
-        st = no_memory(err, t);
-        goto done;
-    }
-    enc->n_inputs = n_in;
-    for (k = 0; k < n_in; k++) {
+static moe_status fit_build(enc_fit *f, moe_encoder **out, moe_error *err) {
+    const moe_table *t = f->hdr;
+    moe_encoder *enc = calloc(1, sizeof *enc);
+    moe_status st = MOE_STATUS_OK;
+    size_t k;
+    *out = NULL;
+    if (!enc) return no_memory(err, t);
+    enc->task = f->classify ? MOE_TASK_CLASSIFICATION : MOE_TASK_REGRESSION;
+    enc->drop_first = f->p.drop_first_level ? 1 : 0;
+    enc->targets = calloc(f->n_tg, sizeof *enc->targets);
+    enc->inputs = calloc(f->n_in ? f->n_in : 1, sizeof *enc->inputs);
+    if (!enc->targets || !enc->inputs) goto nomem;
+    enc->n_targets = f->n_tg;
+    for (k = 0; k < f->n_tg; k++)
+        if (!(enc->targets[k] = dup_str(t->col_names[f->tcols[k]]))) goto nomem;
+    if (f->wcol != NONE && !(enc->weights = dup_str(t->col_names[f->wcol]))) goto nomem;
+    enc->n_inputs = f->n_in;
+    for (k = 0; k < f->n_in; k++) {
         enc_input *in = &enc->inputs[k];
-        size_t c = incols[k];
-        if (!(in->name = dup_str(t->col_names[c]))) {
-            st = no_memory(err, t);
-            goto done;
-        }
-        in->categorical = forced[c];
+        size_t c = f->incols[k];
+        if (!(in->name = dup_str(t->col_names[c]))) goto nomem;
+        in->categorical = f->forced[c];
         if (in->categorical) {
-            if (sorted_levels(&sets[c], &ctx, &in->levels) != 0) {
-                st = no_memory(err, t);
-                goto done;
-            }
-            in->n_levels = sets[c].n;
+            if (sorted_levels(&f->sets[c], &f->ctx, &in->levels) != 0) goto nomem;
+            in->n_levels = f->sets[c].n;
         }
     }
-    if (classify) {
-        const strset *s = &sets[tcols[0]];
+    if (f->classify) {
+        const strset *s = &f->sets[f->tcols[0]];
         if (s->n < 2) {
             char ex[64], name[64];
             moe_excerpt(s->n ? s->keys[0] : "", ex, sizeof ex);
-            moe_excerpt(t->col_names[tcols[0]], name, sizeof name);
+            moe_excerpt(t->col_names[f->tcols[0]], name, sizeof name);
             st = moe_err(err, MOE_STATUS_DATA,
                          "%s: classification needs 2 or more classes; column '%s' holds only '%s'",
                          t->name, name, ex);
             goto done;
         }
-        if (sorted_levels(s, &ctx, &enc->classes) != 0) {
-            st = no_memory(err, t);
-            goto done;
-        }
+        if (sorted_levels(s, &f->ctx, &enc->classes) != 0) goto nomem;
         enc->n_classes = s->n;
     }
-    if (encoder_finish(enc) != 0) {
-        st = no_memory(err, t);
-        goto done;
-    }
-
+    if (encoder_finish(enc) != 0) goto nomem;
+    goto done;
+nomem:
+    st = no_memory(err, t);
 done:
-    if (sets)
-        for (j = 0; j < t->n_cols; j++) strset_free(&sets[j]);
-    free(sets);
-    free(stats);
-    free(keep);
-    free(dummy);
-    free(used);
-    free(tcols);
-    free(incols);
-    free(forced);
-    free(role);
-    moe_numctx_free(&ctx);
     if (st != MOE_STATUS_OK) {
         moe_encoder_free(enc);
         enc = NULL;
     }
     *out = enc;
+    return st;
+}
+
+moe_status moe_encoder_fit(const moe_table *t, const moe_encoder_params *params,
+                           moe_encoder **out, moe_error *err) {
+    moe_encoder_params def = moe_encoder_params_default();
+    enc_fit f;
+    moe_status st;
+    if (!out) return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "moe_encoder_fit: out is NULL");
+    *out = NULL;
+    if (!t) return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "moe_encoder_fit: no table");
+    st = fit_init(&f, t, params ? params : &def, err);
+    if (st == MOE_STATUS_OK) {
+        fit_count(&f, t);
+        st = fit_decide(&f, err);
+    }
+    if (st == MOE_STATUS_OK && fit_needs_levels(&f)) st = fit_levels(&f, t, err);
+    if (st == MOE_STATUS_OK) st = fit_build(&f, out, err);
+    fit_free(&f);
+    return st;
+}
+
+/* Rows per batch when an encoder reads a file. */
+#define FIT_BATCH_ROWS 65536
+
+moe_status moe_encoder_fit_csv(moe_csv_reader *reader, const moe_encoder_params *params,
+                               moe_encoder **out, moe_error *err) {
+    moe_encoder_params def = moe_encoder_params_default();
+    const moe_table *batch = NULL;
+    enc_fit f;
+    moe_status st;
+    if (!out) return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "moe_encoder_fit_csv: out is NULL");
+    *out = NULL;
+    if (!reader) return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "moe_encoder_fit_csv: no reader");
+    if ((st = moe_csv_reader_rewind(reader, err)) != MOE_STATUS_OK) return st;
+    st = fit_init(&f, moe_csv_reader_layout(reader), params ? params : &def, err);
+    while (st == MOE_STATUS_OK &&
+           (st = moe_csv_reader_next(reader, FIT_BATCH_ROWS, &batch, err)) == MOE_STATUS_OK &&
+           batch)
+        fit_count(&f, batch);
+    if (st == MOE_STATUS_OK) st = fit_decide(&f, err);
+    if (st == MOE_STATUS_OK && fit_needs_levels(&f)) {
+        st = moe_csv_reader_rewind(reader, err);
+        while (st == MOE_STATUS_OK &&
+               (st = moe_csv_reader_next(reader, FIT_BATCH_ROWS, &batch, err)) == MOE_STATUS_OK &&
+               batch)
+            st = fit_levels(&f, batch, err);
+    }
+    if (st == MOE_STATUS_OK) st = fit_build(&f, out, err);
+    fit_free(&f);
     return st;
 }
 
@@ -676,9 +803,9 @@ moe_dataset moe_encoded_dataset(const moe_encoded *e) {
     return d;
 }
 
-moe_status moe_encoder_apply(const moe_encoder *enc, const moe_table *t,
-                             const moe_encoder_apply_params *params, moe_encoded **out,
-                             moe_error *err) {
+static moe_status encoder_apply(const moe_encoder *enc, const moe_table *t,
+                                const moe_encoder_apply_params *params, int allow_empty,
+                                moe_encoded **out, moe_error *err) {
     moe_encoder_apply_params def = moe_encoder_apply_params_default();
     const moe_encoder_apply_params *p = params ? params : &def;
     moe_status st = MOE_STATUS_OK;
@@ -838,7 +965,7 @@ moe_status moe_encoder_apply(const moe_encoder *enc, const moe_table *t,
         e->row[r] = i;
         e->n_rows++;
     }
-    if (e->n_rows == 0) {
+    if (e->n_rows == 0 && !allow_empty) {
         st = moe_err_at(err, MOE_STATUS_DATA, t->name, 0, 0,
                         "%s: no rows left after dropping %zu rows with missing values", t->name,
                         e->n_dropped);
@@ -859,6 +986,18 @@ done:
     }
     *out = e;
     return st;
+}
+
+moe_status moe_encoder_apply(const moe_encoder *enc, const moe_table *t,
+                             const moe_encoder_apply_params *params, moe_encoded **out,
+                             moe_error *err) {
+    return encoder_apply(enc, t, params, 0, out, err);
+}
+
+moe_status moe_encoder_apply_batch(const moe_encoder *enc, const moe_table *t,
+                                   const moe_encoder_apply_params *params, moe_encoded **out,
+                                   moe_error *err) {
+    return encoder_apply(enc, t, params, 1, out, err);
 }
 
 /* ---- accessors -------------------------------------------------------------- */

@@ -6,10 +6,12 @@
  */
 #include "moe.h"
 #include "check.h"
+#include "csv_impl.h" /* moe_csv_reader_open_block: tiny read windows */
 
 #include <dirent.h>
 #include <locale.h>
 #include <stdint.h>
+#include <unistd.h>
 
 static moe_table *read_str(const char *text, moe_error *err) {
     moe_table *t = NULL;
@@ -444,6 +446,148 @@ static void test_regressions(void) {
     printf("  (%zu regression inputs)\n", n);
 }
 
+/* ---- the batch reader against the whole-file reader ---------------------- */
+
+/* Same table (cells and lines) or the same error, for every read window
+ * and batch size; and the same encoder (or error) from moe_encoder_fit_csv
+ * as from moe_encoder_fit. Returns the number of comparisons. */
+static size_t compare_reader(const char *path, const char *label) {
+    static const size_t blocks[] = {1, 2, 3, 5, 8, 64, 0};
+    static const size_t batches[] = {1, 3, 100000};
+    moe_error e1, e2;
+    moe_table *t = NULL;
+    moe_status s1 = moe_table_read_csv(path, NULL, &t, &e1);
+    size_t n = 0, bi, bj;
+    for (bi = 0; bi < sizeof blocks / sizeof blocks[0]; bi++)
+        for (bj = 0; bj < sizeof batches / sizeof batches[0]; bj++) {
+            moe_csv_reader *rd = NULL;
+            const moe_table *b = NULL;
+            size_t row = 0, pass;
+            moe_status s2 = moe_csv_reader_open_block(path, NULL, blocks[bi], &rd, &e2);
+            for (pass = 0; pass < 2 && s2 == MOE_STATUS_OK; pass++) { /* twice: rewind */
+                row = 0;
+                if (pass) s2 = moe_csv_reader_rewind(rd, &e2);
+                while (s2 == MOE_STATUS_OK &&
+                       (s2 = moe_csv_reader_next(rd, batches[bj], &b, &e2)) == MOE_STATUS_OK && b) {
+                    size_t i, j;
+                    CHECK(moe_table_n_rows(b) <= batches[bj], "%s: batch too big", label);
+                    for (i = 0; i < moe_table_n_rows(b) && t; i++, row++) {
+                        CHECK(moe_table_row_line(b, i) == moe_table_row_line(t, row),
+                              "%s block %zu batch %zu row %zu: line %zu vs %zu", label, blocks[bi],
+                              batches[bj], row, moe_table_row_line(b, i), moe_table_row_line(t, row));
+                        for (j = 0; j < moe_table_n_cols(t); j++) {
+                            const char *x = moe_table_cell(b, i, j), *y = moe_table_cell(t, row, j);
+                            CHECK(x && y && strcmp(x, y) == 0, "%s block %zu: cell %zu,%zu '%s' vs '%s'",
+                                  label, blocks[bi], row, j, x ? x : "(null)", y ? y : "(null)");
+                        }
+                    }
+                }
+            }
+            CHECK(s1 == s2, "%s block %zu batch %zu: status %d vs %d (%s / %s)", label, blocks[bi],
+                  batches[bj], (int)s1, (int)s2, s1 ? e1.message : "", s2 ? e2.message : "");
+            if (s1 != MOE_STATUS_OK && s1 == s2)
+                CHECK(strcmp(e1.message, e2.message) == 0 && e1.line == e2.line &&
+                          e1.column == e2.column,
+                      "%s block %zu: '%s' vs '%s'", label, blocks[bi], e1.message, e2.message);
+            if (s1 == MOE_STATUS_OK && s2 == MOE_STATUS_OK) {
+                CHECK(row == moe_table_n_rows(t), "%s: %zu rows vs %zu", label, row,
+                      moe_table_n_rows(t));
+                CHECK(moe_csv_reader_n_cols(rd) == moe_table_n_cols(t) &&
+                          strcmp(moe_csv_reader_col_name(rd, 0), moe_table_col_name(t, 0)) == 0,
+                      "%s: header", label);
+            }
+            if (s1 == MOE_STATUS_OK && s2 == MOE_STATUS_OK && bj == 0) {
+                /* encoders: from the table and from the file in batches */
+                moe_encoder_params ep = moe_encoder_params_default();
+                int drop;
+                for (drop = 0; drop < 2; drop++) {
+                    moe_encoder *a = NULL, *c = NULL;
+                    char *ta = NULL, *tc = NULL;
+                    moe_status f1, f2;
+                    ep.missing = drop ? MOE_MISSING_DROP : MOE_MISSING_ERROR;
+                    f1 = moe_encoder_fit(t, &ep, &a, &e1);
+                    f2 = moe_encoder_fit_csv(rd, &ep, &c, &e2);
+                    CHECK(f1 == f2, "%s: fit %d vs %d (%s / %s)", label, (int)f1, (int)f2, e1.message, e2.message);
+                    if (f1 != MOE_STATUS_OK && f1 == f2)
+                        CHECK(strcmp(e1.message, e2.message) == 0 && e1.line == e2.line,
+                              "%s: fit '%s' vs '%s'", label, e1.message, e2.message);
+                    if (f1 == MOE_STATUS_OK && f2 == MOE_STATUS_OK) {
+                        moe_encoder_to_string(a, &ta, &e1);
+                        moe_encoder_to_string(c, &tc, &e2);
+                        CHECK(ta && tc && strcmp(ta, tc) == 0, "%s: encoders differ", label);
+                    }
+                    free(ta);
+                    free(tc);
+                    moe_encoder_free(a);
+                    moe_encoder_free(c);
+                    n++;
+                }
+            }
+            moe_csv_reader_free(rd);
+            n++;
+        }
+    moe_table_free(t);
+    return n;
+}
+
+static void test_reader(void) {
+    static const char *const texts[] = {
+        "", "\xef\xbb\xbf\n  \r\n", "a,b\n", "a,b", "a,b,c\n1,2,3\n\n4,5\n", "a,b\n1,2,3\n",
+        "a,b\n1\n", "a,b\n1,2\n3,\"open\n\n", "a,\"b\n", "a,b\n1,\"x\"y\n", "a,,c\n1,2,3\n",
+        "x,y,x,y\n1,2,3,4\n", "a,b\r1,2\r\r  \r\n3,4", "\n\n x , y \n1,2\n",
+        "a;b;c\n1,5;2;3\n", "\"a,b,c\";d\n1;2\n", "a,b\r\n\"x\r\ny\",\"\"\"q\"\"\"\r\n 3 , 4 \r\n",
+        "y\n1\n2\n", "a\tb\n1\t\"2\t3\"\n", "c,y\nred,1\nblue,2\nred,3\ngreen,1\n",
+        "c,y\nred,a\nblue,b\nNA,a\ngreen,b\n", "x,y\n1,2\n3,\n5,6\n", "x,w,y\n1,-1,2\n",
+        "x,y\n1,abc\n2,inf\n", "a,b\n1,2\n3,\0\n",
+    };
+    char path[64];
+    size_t k, n = 0;
+    DIR *d;
+    struct dirent *ent;
+    snprintf(path, sizeof path, "/tmp/moe-test-reader-XXXXXX");
+    {
+        int fd = mkstemp(path);
+        REQUIRE(fd >= 0, "mkstemp");
+        close(fd);
+    }
+    for (k = 0; k < sizeof texts / sizeof texts[0]; k++) {
+        FILE *f = fopen(path, "wb");
+        size_t len = strlen(texts[k]);
+        char label[32];
+        REQUIRE(f, "fopen");
+        if (k == sizeof texts / sizeof texts[0] - 1) len = 12; /* the NUL one */
+        fwrite(texts[k], 1, len, f);
+        fclose(f);
+        snprintf(label, sizeof label, "text %zu", k);
+        n += compare_reader(path, label);
+    }
+    remove(path);
+    {
+        char dir[512];
+        const char *sub[2] = {"csv", "csv_regressions"};
+        for (k = 0; k < 2; k++) {
+            snprintf(dir, sizeof dir, "%s/%s", check_data_dir(), sub[k]);
+            if (!(d = opendir(dir))) continue;
+            while ((ent = readdir(d)) != NULL) {
+                char file[1024];
+                if (ent->d_name[0] == '.') continue;
+                snprintf(file, sizeof file, "%s/%s", dir, ent->d_name);
+                n += compare_reader(file, ent->d_name);
+            }
+            closedir(d);
+        }
+    }
+    {
+        moe_csv_reader *rd = NULL;
+        moe_error err;
+        CHECK(moe_csv_reader_open("/nonexistent/x.csv", NULL, &rd, &err) == MOE_STATUS_IO &&
+                  !rd && strstr(err.message, "cannot open"),
+              "%s", err.message);
+        moe_csv_reader_free(NULL);
+    }
+    printf("  (%zu comparisons)\n", n);
+}
+
 int main(void) {
     RUN(test_quoting);
     RUN(test_delimiters);
@@ -454,5 +598,6 @@ int main(void) {
     RUN(test_locale);
     RUN(test_shared_data);
     RUN(test_regressions);
+    RUN(test_reader);
     return check_finish();
 }
