@@ -172,12 +172,13 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
 
 moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
     const moe_source *src = f->src;
-    size_t S = f->n_slabs, NB = f->n_blocks, N = f->n_rows, CR = f->chunk_rows;
-    /* Global index of the pass's first block: the Hessian sample and the
-     * random initialisation follow the rows' global positions, so a shard
-     * of the data (aligned to whole blocks) sees the same ones. */
-    size_t grow0 = src->first_row + f->row_base;
-    size_t gblk0 = grow0 / MOE_BLOCK_ROWS;
+    size_t S = f->n_slabs, CR = f->chunk_rows;
+    /* This process holds rows [lo, hi) of the layout; layout row q is row
+     * q - lo + row_base of the source. Per-row random draws and the
+     * Hessian's sampled blocks follow layout rows, so a shard sees the same
+     * ones as a single process. */
+    size_t lo = f->lay_off;
+    size_t rseed0 = src->first_row + f->row_base - lo; /* + q: the row's global index */
     f->io_failed = 0;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(f->n_threads)
     for (size_t s = 0; s < S; s++) {
@@ -185,14 +186,15 @@ moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
         moe_block *b = &f->blocks[tid];
         double *st = f->slab + s * f->stat_size;
         memset(st, 0, f->stat_size * sizeof(double));
-        size_t r_end = (s + 1) * NB / S * MOE_BLOCK_ROWS;
-        if (r_end > N) r_end = N;
-        for (size_t r0 = s * NB / S * MOE_BLOCK_ROWS; r0 < r_end; r0 += CR) {
-            size_t n = r_end - r0 < CR ? r_end - r0 : CR;
+        size_t q0, q1;
+        moe_fit_slab_rows(f, s, &q0, &q1);
+        for (size_t c0 = q0; c0 < q1; c0 += CR) {
+            size_t n = q1 - c0 < CR ? q1 - c0 : CR;
             moe_rows v;
             moe_error e;
             memset(&e, 0, sizeof e);
-            if (src->read(src->ctx, f->row_base + r0, n, &f->bufs[tid], &v, &e) != MOE_STATUS_OK) {
+            if (src->read(src->ctx, c0 - lo + f->row_base, n, &f->bufs[tid], &v, &e) !=
+                MOE_STATUS_OK) {
                 /* Keep the error of the earliest slab that failed. */
 #pragma omp critical(moe_fit_pass_error)
                 if (!f->io_failed || s < (size_t)f->io_failed - 1) {
@@ -204,23 +206,25 @@ moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
             }
             for (size_t i0 = 0; i0 < n; i0 += MOE_BLOCK_ROWS) {
                 size_t nb = n - i0 < MOE_BLOCK_ROWS ? n - i0 : MOE_BLOCK_ROWS;
-                size_t blk = (r0 + i0) / MOE_BLOCK_ROWS;
+                size_t q = c0 + i0;
                 moe_block_gates(f->m, &f->nd, b, nb, v.x + i0 * v.ld_x, v.ld_x);
                 moe_block_experts(f->m, b, nb);
                 moe_block_posterior(f->m, &f->nd, b, nb, v.y ? v.y + i0 * v.ld_y : NULL, v.ld_y,
                                     v.labels ? v.labels + i0 : NULL);
-                if (f->init_mode) init_posteriors(f, b, grow0 + r0 + i0, &v, i0, nb);
-                accumulate_block(f, b, &v, i0, nb, (gblk0 + blk) % f->hess_stride == 0, st);
+                if (f->init_mode) init_posteriors(f, b, rseed0 + q, &v, i0, nb);
+                accumulate_block(f, b, &v, i0, nb, (q / MOE_BLOCK_ROWS) % f->hess_stride == 0, st);
             }
         }
     }
+    /* Over several processes every slab is gathered on every process (each
+     * adds its part to zeros), then all add the slabs in the same order. */
+    moe_status rs = moe_fit_reduce(f, f->slab, S * f->stat_size, err);
+    if (rs != MOE_STATUS_OK) return rs;
     memcpy(f->stats, f->slab, f->stat_size * sizeof(double));
     for (size_t s = 1; s < S; s++) {
         const double *st = f->slab + s * f->stat_size;
         for (size_t j = 0; j < f->stat_size; j++) f->stats[j] += st[j];
     }
-    moe_status rs = moe_fit_reduce(f, f->stats, f->stat_size, err);
-    if (rs != MOE_STATUS_OK) return rs;
     if (f->io_failed) {
         if (err) *err = f->io_err;
         return f->io_err.status != MOE_STATUS_OK ? f->io_err.status : MOE_STATUS_IO;

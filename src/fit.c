@@ -23,14 +23,55 @@
  * regression per thread). */
 #define CHUNK_ROWS (32 * MOE_BLOCK_ROWS)
 
+/* Slabs of a layout of `total` rows: at most MAX_SLABS and the budget. */
+static size_t slab_count(size_t total, size_t stat_size) {
+    size_t nb = (total + MOE_BLOCK_ROWS - 1) / MOE_BLOCK_ROWS;
+    size_t by_budget = SLAB_BUDGET_BYTES / (stat_size * sizeof(double));
+    size_t s = nb < MAX_SLABS ? nb : MAX_SLABS;
+    if (s > by_budget) s = by_budget;
+    return s ? s : 1;
+}
+
+void moe_fit_layout(moe_fit *f, size_t total, size_t off) {
+    f->lay_total = total;
+    f->lay_off = off;
+    f->n_blocks = (total + MOE_BLOCK_ROWS - 1) / MOE_BLOCK_ROWS;
+    f->n_slabs = slab_count(total, f->stat_size);
+    if (f->n_slabs > f->max_slabs) f->n_slabs = f->max_slabs;
+    f->hess_stride = (f->n_blocks + MOE_HESSIAN_SAMPLE_BLOCKS - 1) / MOE_HESSIAN_SAMPLE_BLOCKS;
+    if (f->hess_stride == 0) f->hess_stride = 1;
+}
+
+void moe_fit_slab_rows(const moe_fit *f, size_t s, size_t *q0, size_t *q1) {
+    size_t a = s * f->n_blocks / f->n_slabs * MOE_BLOCK_ROWS;
+    size_t b = (s + 1) * f->n_blocks / f->n_slabs * MOE_BLOCK_ROWS;
+    size_t lo = f->lay_off, hi = f->lay_off + f->n_rows;
+    if (b > f->lay_total) b = f->lay_total;
+    if (a < lo) a = lo;
+    if (b > hi) b = hi;
+    *q0 = a;
+    *q1 = b > a ? b : a;
+}
+
 void moe_fit_window(moe_fit *f, size_t row0, size_t n) {
     f->row_base = row0;
     f->n_rows = n;
-    f->n_blocks = (n + MOE_BLOCK_ROWS - 1) / MOE_BLOCK_ROWS;
-    size_t by_budget = SLAB_BUDGET_BYTES / (f->stat_size * sizeof(double));
-    f->n_slabs = f->n_blocks < MAX_SLABS ? f->n_blocks : MAX_SLABS;
-    if (f->n_slabs > by_budget) f->n_slabs = by_budget;
-    if (f->n_slabs == 0) f->n_slabs = 1;
+    moe_fit_layout(f, n, 0);
+}
+
+void moe_shard_rows(size_t n_rows, int size, int rank, size_t *begin, size_t *end) {
+    size_t R = size > 0 ? (size_t)size : 1, r = rank >= 0 && (size_t)rank < R ? (size_t)rank : 0;
+    size_t nb = (n_rows + MOE_BLOCK_ROWS - 1) / MOE_BLOCK_ROWS;
+    size_t S = nb < MAX_SLABS ? nb : MAX_SLABS, b0, b1;
+    if (S >= R) { /* whole slabs */
+        b0 = r * S / R * nb / S;
+        b1 = (r + 1) * S / R * nb / S;
+    } else { /* more processes than slabs: whole blocks */
+        b0 = r * nb / R;
+        b1 = (r + 1) * nb / R;
+    }
+    *begin = b0 * MOE_BLOCK_ROWS < n_rows ? b0 * MOE_BLOCK_ROWS : n_rows;
+    *end = b1 * MOE_BLOCK_ROWS < n_rows ? b1 * MOE_BLOCK_ROWS : n_rows;
 }
 
 moe_status moe_fit_reduce(const moe_fit *f, double *buf, size_t n, moe_error *err) {
@@ -92,15 +133,16 @@ moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_source *src,
     }
     f->stat_size = off;
 
-    moe_fit_window(f, 0, src->n_rows);
-    /* Set again from the rows of every process by moe_fit_prepare. */
-    f->hess_stride = (f->n_blocks + MOE_HESSIAN_SAMPLE_BLOCKS - 1) / MOE_HESSIAN_SAMPLE_BLOCKS;
-    if (f->hess_stride == 0) f->hess_stride = 1;
-    size_t max_slabs = f->n_slabs;
+    /* Room for the slabs of any layout; moe_fit_prepare sets the layout of
+     * the rows of every process. */
+    f->max_slabs = slab_count((size_t)MAX_SLABS * MOE_BLOCK_ROWS, f->stat_size);
+    f->n_rows = src->n_rows;
+    moe_fit_layout(f, src->n_rows, 0);
+    size_t max_slabs = f->max_slabs;
 
     int nt = params->n_threads > 0 ? params->n_threads : omp_get_max_threads();
     if (nt < 1) nt = 1;
-    if ((size_t)nt > f->n_slabs) nt = (int)f->n_slabs;
+    if ((size_t)nt > max_slabs) nt = (int)max_slabs;
     f->n_threads = nt;
 
     /* Buffers lent to the source, one chunk per thread. */

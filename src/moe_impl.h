@@ -21,6 +21,23 @@ typedef struct moe_meta_entry {
     char *value;
 } moe_meta_entry;
 
+/* The network of one node (nn.c): n_hidden hidden layers over the node's
+ * standardised design (intercept first, width n_in), then the linear head
+ * over [1, h_L] (width head_in; = n_in when linear). Layer l's weights are
+ * hidden[l] x (1 + width of layer l-1), row-major, bias first, layers one
+ * after the other (n_w doubles per node). A row's activations are stored
+ * layer by layer, each with its leading 1 (n_acts doubles per row). */
+typedef struct moe_net {
+    size_t n_in;
+    size_t n_hidden;
+    size_t hidden[MOE_MAX_HIDDEN];
+    moe_activation act;
+    size_t n_w;
+    size_t head_in;
+    size_t n_acts;
+    size_t max_width;      /* max(1 + hidden[l]) (0 when linear) */
+} moe_net;
+
 struct moe_model {
     moe_task task;
     moe_variance variance;
@@ -68,6 +85,17 @@ struct moe_model {
 
     moe_meta_entry *meta;
     size_t n_meta;
+
+    /* MLP nodes and top-k gating (gradient training; format version 2).
+     * With MLP experts coef[k] is R x eh over [1, h_L] (eh = enet.head_in;
+     * eh = ed for linear experts); with MLP gates the gate rows are gh wide
+     * and gate_off counts in units of gh. */
+    moe_net enet;          /* the experts' network */
+    moe_net gnet;          /* the gates' network */
+    size_t eh, gh;         /* head widths */
+    double *e_w;           /* [K * enet.n_w] hidden weights, expert after expert */
+    double *g_w;           /* [G * gnet.n_w] */
+    size_t top_k;          /* 0: dense gates; else every gate keeps its top_k children */
 };
 
 /* Allocate a model with every array sized from the shape fields, which the
@@ -198,6 +226,12 @@ typedef struct moe_block {
     double *inv;    /* [n_ecols + n_gcols] 1 / scale of each used column */
     double *invl;   /* [K*P + P] 1 / diagonal of each expert's Cholesky factor,
                        then 1 / the target scales */
+    /* MLP nodes and top-k gates (nn.c, topk.c); NULL when not needed */
+    double *nn;     /* [moe_nn_block_size] activations and scratch of one node */
+    size_t *act;    /* [nb x max_active] active leaves of each row (top-k), in
+                       increasing order */
+    size_t *n_act;  /* [nb] their number */
+    size_t *iw;     /* [K + 1 + nb x max_active] counting sort of rows by expert */
 } moe_block;
 
 /* Node bookkeeping derived from the tree: node ids are gates 0..G-1
@@ -233,6 +267,61 @@ void moe_block_experts(const moe_model *m, moe_block *b, size_t nb);
  * labels. Needs moe_block_gates and moe_block_experts. */
 void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
                          const double *y, size_t ld_y, const int32_t *labels);
+
+/* ---- MLP nodes (nn.c) ------------------------------------------------------ */
+
+/* Layout of a node's network over n_in design columns (arch NULL: linear). */
+void moe_net_init(moe_net *net, size_t n_in, const moe_mlp *arch);
+
+/* Forward nb rows of `in` (nb x n_in) through the hidden layers with weights
+ * w, activations into acts (nb * n_acts doubles). Returns the head's input
+ * (nb x head_in): `in` itself for a linear net, else inside acts. */
+const double *moe_net_forward(const moe_net *net, const double *w, size_t nb, const double *in,
+                              double *acts);
+
+/* Backward: d (nb x head_in) holds dL/d(head input) and is overwritten;
+ * adds dL/dw to gw. scratch: nb * 2 * max_width doubles. */
+void moe_net_backward(const moe_net *net, const double *w, size_t nb, const double *in,
+                      const double *acts, double *d, double *gw, double *scratch);
+
+/* out (nb x R, leading dimension ld_out) = feat (nb x hw) head^T, head R x hw. */
+void moe_head_forward(size_t nb, size_t R, size_t hw, const double *feat, const double *head,
+                      double *out, size_t ld_out);
+
+/* Random initial hidden weights (Glorot uniform with tanh's gain, He for
+ * ReLU) for one node. */
+void moe_net_random(const moe_net *net, double *w, moe_rng *rng);
+
+/* Doubles of moe_block.nn for a model (0 when every node is linear and
+ * dense). */
+size_t moe_nn_block_size(const moe_model *m);
+/* Active leaves per row at most (top-k), K when dense. */
+size_t moe_model_max_active(const moe_model *m);
+/* Allocate / free the MLP and top-k parts of a block (moe_block_alloc and
+ * moe_block_free call them). */
+moe_status moe_block_alloc_nn(moe_block *b, const moe_model *m);
+void moe_block_free_nn(moe_block *b);
+
+/* Gate logits of MLP gates into b->gl (after the standardisation). */
+void moe_block_gate_logits_mlp(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb);
+/* Expert outputs of MLP experts into b->eo (all experts, all rows). */
+void moe_block_experts_mlp(const moe_model *m, moe_block *b, size_t nb);
+
+/* ---- top-k gating (topk.c) ------------------------------------------------ */
+
+/* The k largest of v[0..n-1] (ties: lower index first), their indices in
+ * increasing index order into idx[0..k'-1], k' = min(k, n). Returns k'. */
+size_t moe_topk_select(const double *v, size_t n, size_t k, size_t *idx);
+
+/* Top-k version of the softmax part of moe_block_gates: each reached gate
+ * keeps its top_k children, log-softmax renormalised over them (the others
+ * -inf), log priors down the tree, active leaves into b->act / b->n_act. */
+void moe_block_gates_topk(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb);
+
+/* Expert outputs (b->eo) of the active leaves only: rows grouped by expert
+ * (counting sort), each expert applied to its rows as one product. Entries
+ * of inactive leaves are left untouched. Needs moe_block_gates. */
+void moe_block_experts_sparse(const moe_model *m, moe_block *b, size_t nb);
 
 /* ---- EM: statistics and M-step (estep.c, mstep.c, softmax_step.c) ------- */
 
@@ -288,7 +377,14 @@ struct moe_fit {
     size_t row_base;           /* of the source (online EM's minibatch windows) */
     size_t cap_rows;           /* n_rows may shrink below this between passes */
     int n_threads;
-    size_t n_blocks, n_slabs;  /* slabs: fixed groups of blocks, summed in order */
+    /* Slabs: fixed groups of blocks of the rows of *every* process
+     * (lay_total rows, of which this process holds [lay_off, lay_off +
+     * n_rows)). Each slab's statistics are summed in row order, the slabs in
+     * slab order; over several processes the slabs are gathered first, so
+     * the model is bit-for-bit the same for any thread count and, when the
+     * shards are whole slabs (moe_shard_rows), any process count. */
+    size_t lay_total, lay_off;
+    size_t n_blocks, n_slabs, max_slabs;
     size_t chunk_rows;         /* rows per read of the source, a multiple of
                                   MOE_BLOCK_ROWS */
     moe_row_buffers *bufs;     /* [n_threads] rows lent to the source */
@@ -314,7 +410,7 @@ struct moe_fit {
     int e_newton;
     size_t hess_stride;        /* Hessians use blocks blk % hess_stride == 0 */
     size_t stat_size;
-    double *slab;              /* [n_slabs x stat_size] */
+    double *slab;              /* [max_slabs x stat_size] */
     double *stats;             /* [stat_size] the sums, in slab order */
     double *stats_prev;        /* [stat_size] statistics of the last accepted parameters */
     moe_block *blocks;         /* [n_threads] */
@@ -348,8 +444,16 @@ moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_source *src,
 void moe_fit_free(moe_fit *f);
 
 /* Rows of the following passes: [row0, row0 + n) of the source, n <=
- * f->cap_rows (online EM's minibatches). */
+ * f->cap_rows (online EM's minibatches; one process). */
 void moe_fit_window(moe_fit *f, size_t row0, size_t n);
+
+/* Slab layout over `total` rows of every process, of which this process
+ * holds rows [off, off + n_rows); also sets the Hessian sampling stride. */
+void moe_fit_layout(moe_fit *f, size_t total, size_t off);
+
+/* Layout rows [*q0, *q1) of slab s that this process holds (empty when
+ * *q0 == *q1); layout row q is row q - lay_off + row_base of the source. */
+void moe_fit_slab_rows(const moe_fit *f, size_t s, size_t *q0, size_t *q1);
 
 /* One pass over the rows: posteriors under f->m and the sufficient
  * statistics into f->stats, summed over every process. Returns
@@ -385,5 +489,14 @@ moe_status moe_kmeans_fit(moe_fit *f, uint64_t seed, moe_error *err);
  * standardised expert inputs z[n_ecols] then the standardised targets
  * t[P] (regression) or the one-hot class `label` (classification). */
 size_t moe_kmeans_leaf(const moe_fit *f, const double *z, const double *t, int32_t label);
+
+/* ---- vector math (vmath.c) ------------------------------------------------ */
+
+/* y[i] = exp(x[i]) and y[i] = log(x[i]) for i < n (y may be x), under 1 ulp
+ * (fdlibm's algorithms), for every input including subnormal results,
+ * overflow, 0, negatives, +-inf and NaN. Vectorised, with the same bits on
+ * every path and instruction set (vmath.c says why). */
+void moe_vexp(double *y, const double *x, size_t n);
+void moe_vlog(double *y, const double *x, size_t n);
 
 #endif /* MOE_IMPL_H */

@@ -13,13 +13,14 @@
 #include "moe_impl.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Pass 1 sums: [0] sum of weights, [1] rows of positive weight, [2] rows,
- * [3] rows that failed the checks on some process, then per input column
+/* Pass 1 sums: [0] sum of weights, [1] rows of positive weight, then per
+ * input column
  * the weighted sum, per output the weighted sum, per class the weight. */
-enum { S_W, S_USED, S_ROWS, S_BAD, S_HEAD };
+enum { S_W, S_USED, S_HEAD };
 
 /* Check the rows of one view; the first bad value becomes the error. */
 static moe_status check_rows(const moe_fit *f, const moe_rows *v, size_t r0, size_t n,
@@ -54,47 +55,87 @@ static moe_status check_rows(const moe_fit *f, const moe_rows *v, size_t r0, siz
     return MOE_STATUS_OK;
 }
 
-/* One pass over the rows in order: pass 1 (mu == NULL) adds weights,
- * counts and weighted sums into acc; pass 2 the weighted squared
- * deviations from mu (inputs, then outputs). */
-static moe_status scan(moe_fit *f, const double *mu, double *acc, moe_error *err) {
+/* One pass over the rows, slab by slab (threads take whole slabs): pass 1
+ * (mu == NULL) checks every row and adds weights, counts and weighted sums
+ * into its slab's na sums; pass 2 the weighted squared deviations from mu
+ * (inputs, then outputs). The slabs are gathered over the processes and
+ * added in slab order into out[na], so the result depends neither on the
+ * thread count nor on how whole slabs are spread over processes. */
+static moe_status scan(moe_fit *f, const double *mu, size_t na, double *out, moe_error *err) {
     const moe_model *m = f->m;
     const moe_source *src = f->src;
-    moe_row_buffers *buf = &f->bufs[0];
-    size_t N = src->n_rows, D = m->n_cols, P = m->n_out;
-    for (size_t r0 = 0; r0 < N; r0 += buf->max_rows) {
-        size_t n = N - r0 < buf->max_rows ? N - r0 : buf->max_rows;
-        moe_rows v;
-        moe_status st = src->read(src->ctx, r0, n, buf, &v, err);
-        if (st != MOE_STATUS_OK) return st;
-        if (!mu) {
-            st = check_rows(f, &v, r0, n, err);
-            if (st != MOE_STATUS_OK) return st;
-        }
-        double *sx = acc + (mu ? 0 : S_HEAD), *sy = sx + D, *sc = sy + P;
-        for (size_t i = 0; i < n; i++) {
-            double w = v.weights ? v.weights[i] : 1.0;
-            const double *x = v.x + i * v.ld_x;
-            if (!mu) {
-                acc[S_W] += w;
-                acc[S_USED] += w > 0.0;
-                acc[S_ROWS] += 1.0;
-                for (size_t c = 0; c < D; c++) sx[c] += w * x[c];
-                for (size_t p = 0; p < P; p++) sy[p] += w * v.y[i * v.ld_y + p];
-                if (m->task == MOE_TASK_CLASSIFICATION) sc[v.labels[i]] += w;
-            } else {
-                for (size_t c = 0; c < D; c++) {
-                    double e = x[c] - mu[c];
-                    sx[c] += w * e * e;
+    size_t D = m->n_cols, P = m->n_out, S = f->n_slabs, lo = f->lay_off;
+    /* Each slab: na sums, then a flag set when its rows failed. */
+    size_t ns = na + 1;
+    double *slabs = calloc(S * ns, sizeof(double));
+    if (!slabs) return MOE_STATUS_NO_MEMORY;
+    f->io_failed = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(f->n_threads)
+    for (size_t s = 0; s < S; s++) {
+        int tid = omp_get_thread_num();
+        moe_row_buffers *buf = &f->bufs[tid];
+        double *acc = slabs + s * ns;
+        size_t q0, q1;
+        moe_fit_slab_rows(f, s, &q0, &q1);
+        for (size_t c0 = q0; c0 < q1; c0 += buf->max_rows) {
+            size_t n = q1 - c0 < buf->max_rows ? q1 - c0 : buf->max_rows;
+            size_t r0 = c0 - lo + f->row_base;
+            moe_rows v;
+            moe_error e;
+            memset(&e, 0, sizeof e);
+            moe_status st = src->read(src->ctx, r0, n, buf, &v, &e);
+            if (st == MOE_STATUS_OK && !mu) st = check_rows(f, &v, r0, n, &e);
+            if (st != MOE_STATUS_OK) {
+#pragma omp critical(moe_scan_error)
+                if (!f->io_failed || s < (size_t)f->io_failed - 1) {
+                    f->io_failed = (int)s + 1;
+                    f->io_err = e;
                 }
-                for (size_t p = 0; p < P; p++) {
-                    double e = v.y[i * v.ld_y + p] - mu[D + p];
-                    sy[p] += w * e * e;
+                acc[na] = 1.0;
+                break;
+            }
+            double *sx = acc + (mu ? 0 : S_HEAD), *sy = sx + D, *sc = sy + P;
+            for (size_t i = 0; i < n; i++) {
+                double w = v.weights ? v.weights[i] : 1.0;
+                const double *x = v.x + i * v.ld_x;
+                if (!mu) {
+                    acc[S_W] += w;
+                    acc[S_USED] += w > 0.0;
+                    for (size_t c = 0; c < D; c++) sx[c] += w * x[c];
+                    for (size_t p = 0; p < P; p++) sy[p] += w * v.y[i * v.ld_y + p];
+                    if (m->task == MOE_TASK_CLASSIFICATION) sc[v.labels[i]] += w;
+                } else {
+                    for (size_t c = 0; c < D; c++) {
+                        double d = x[c] - mu[c];
+                        sx[c] += w * d * d;
+                    }
+                    for (size_t p = 0; p < P; p++) {
+                        double d = v.y[i * v.ld_y + p] - mu[D + p];
+                        sy[p] += w * d * d;
+                    }
                 }
             }
         }
     }
-    return MOE_STATUS_OK;
+    /* A process whose rows fail still joins the sum (so that no process
+     * waits for it forever); its flag tells the others. */
+    moe_status st = moe_fit_reduce(f, slabs, S * ns, err);
+    if (st == MOE_STATUS_OK) {
+        double bad = 0.0;
+        memset(out, 0, na * sizeof(double));
+        for (size_t s = 0; s < S; s++) {
+            for (size_t j = 0; j < na; j++) out[j] += slabs[s * ns + j];
+            bad += slabs[s * ns + na];
+        }
+        if (f->io_failed) {
+            if (err) *err = f->io_err;
+            st = f->io_err.status != MOE_STATUS_OK ? f->io_err.status : MOE_STATUS_DATA;
+        } else if (bad != 0.0) {
+            st = moe_err(err, MOE_STATUS_DATA, "another process could not use its rows");
+        }
+    }
+    free(slabs);
+    return st;
 }
 
 moe_status moe_fit_prepare(moe_fit *f, moe_error *err) {
@@ -104,38 +145,31 @@ moe_status moe_fit_prepare(moe_fit *f, moe_error *err) {
     double *acc = calloc(n1 + n2 + D + P + 1, sizeof(double));
     if (!acc) return MOE_STATUS_NO_MEMORY;
     double *sq = acc + n1, *mu = sq + n2;
-    moe_error local;
-    memset(&local, 0, sizeof local);
-    /* A process whose rows fail the checks still joins the sum (so that no
-     * process waits for it) and flags the failure. */
-    moe_status st = scan(f, NULL, acc, &local);
-    if (st != MOE_STATUS_OK) acc[S_BAD] = 1.0;
-    moe_status rs = moe_fit_reduce(f, acc, n1, err);
-    if (st != MOE_STATUS_OK) {
-        if (err) *err = local;
+    /* The rows of every process first: they fix the slabs. */
+    double rows = (double)f->src->n_rows;
+    moe_status st = moe_fit_reduce(f, &rows, 1, err);
+    if (st != MOE_STATUS_OK) goto done;
+    f->n_total = rows;
+    size_t off = rows > (double)f->src->n_rows ? f->src->first_row : 0;
+    if ((double)(off + f->src->n_rows) > rows) {
+        st = moe_err(err, MOE_STATUS_INVALID_ARGUMENT,
+                     "this process's rows %zu..%zu lie outside the %.0f rows of all processes",
+                     off + 1, off + f->src->n_rows, rows);
         goto done;
     }
-    if ((st = rs) != MOE_STATUS_OK) goto done;
-    if (acc[S_BAD] != 0.0) {
-        st = moe_err(err, MOE_STATUS_DATA, "another process found bad values in its rows");
-        goto done;
-    }
+    moe_fit_layout(f, (size_t)rows, off);
+    st = scan(f, NULL, n1, acc, err);
+    if (st != MOE_STATUS_OK) goto done;
     f->sum_w = acc[S_W];
     f->n_used = acc[S_USED];
-    f->n_total = acc[S_ROWS];
-    size_t nb = (size_t)(f->n_total + MOE_BLOCK_ROWS - 1) / MOE_BLOCK_ROWS;
-    f->hess_stride = (nb + MOE_HESSIAN_SAMPLE_BLOCKS - 1) / MOE_HESSIAN_SAMPLE_BLOCKS;
-    if (f->hess_stride == 0) f->hess_stride = 1;
     if (!(f->sum_w > 0.0)) {
         st = moe_err(err, MOE_STATUS_DATA, f->n_total > 0 ? "all case weights are zero"
                                                           : "no rows to train on");
         goto done;
     }
     for (size_t j = 0; j < D + P; j++) mu[j] = acc[S_HEAD + j] / f->sum_w;
-    st = scan(f, mu, sq, err);
-    if (st == MOE_STATUS_OK) st = moe_fit_reduce(f, sq, n2, err);
+    st = scan(f, mu, n2, sq, err);
     if (st != MOE_STATUS_OK) goto done;
-
     /* Only the columns the model reads are standardised; a constant one
      * keeps scale 1 (its standardised value is 0) and is reported. */
     unsigned char *used = calloc(D + 1, 1);
