@@ -75,7 +75,7 @@ check: all
 	BUILD=$(BUILD) sh tests/run.sh
 
 sanitize:
-	$(MAKE) BUILD=build-san OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" check
+	MOE_TEST_SMALL=1 $(MAKE) BUILD=build-san OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" check
 
 deps:
 	sh tools/setup.sh

@@ -472,6 +472,11 @@ moe_status moe_fit_reduce(const moe_fit *f, double *buf, size_t n, moe_error *er
  * deviations, two passes). */
 moe_status moe_fit_prepare(moe_fit *f, moe_error *err);
 
+/* The checks of moe_fit_prepare on the current rows alone (online EM's
+ * minibatches), without touching the standardisation; *sum_w receives
+ * their weight. */
+moe_status moe_fit_check(moe_fit *f, double *sum_w, moe_error *err);
+
 /* The M-step from f->stats: updates f->m (and records events). damp: the
  * damping level of the softmax steps (see moe_softmax_step). */
 void moe_fit_mstep(moe_fit *f, int damp);

@@ -207,3 +207,14 @@ done:
     free(acc);
     return st;
 }
+
+moe_status moe_fit_check(moe_fit *f, double *sum_w, moe_error *err) {
+    const moe_model *m = f->m;
+    size_t n1 = S_HEAD + m->n_cols + m->n_out + m->n_cls;
+    double *acc = calloc(n1, sizeof(double));
+    if (!acc) return MOE_STATUS_NO_MEMORY;
+    moe_status st = scan(f, NULL, n1, acc, err);
+    *sum_w = acc[S_W];
+    free(acc);
+    return st;
+}
