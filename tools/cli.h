@@ -213,6 +213,21 @@ int cli_interrupted(void);
 /* Library log messages (warnings and errors) to stderr unless quiet. */
 void cli_log_install(int quiet);
 
+/* ---- routing diagnostics (routing_text.c) --------------------------------- */
+
+/* Problems found in a routing summary, one line each, every line starting
+ * with `prefix`: a collapsed gate, dead and idle experts, collapsed inner
+ * gates. Returns the number of lines (0: nothing to report). */
+size_t cli_routing_flags(cli_buf *b, const moe_routing *r, const moe_model *m,
+                         const char *prefix);
+/* Two lines for a log: entropy and balance, rows per expert. */
+void cli_routing_summary(cli_buf *b, const moe_routing *r, const char *prefix);
+/* inspect's text section and JSON object ("routing": {...}). */
+void cli_routing_table(cli_buf *b, const moe_routing *r, const moe_model *m,
+                       const char *data_name);
+void cli_routing_json(cli_buf *b, const moe_routing *r, const moe_model *m,
+                      const char *data_name);
+
 /* ---- subcommands ---------------------------------------------------------- */
 
 int cli_cmd_train(int argc, char **argv);

@@ -1,5 +1,6 @@
 /*
- * cmd_inspect.c -- `moe inspect [--json] MODEL`: everything in a model file.
+ * cmd_inspect.c -- `moe inspect [--json] [--data FILE.csv] MODEL`: everything
+ * in a model file, and with --data how its gates route FILE's rows.
  *
  * The tree, every gate and expert parameter on the user's original scale,
  * the variances, feature/target/class names, the encoder's inputs and
@@ -18,11 +19,15 @@
 #include <string.h>
 
 static const cli_command inspect_cmd = {
-    "inspect", "[--json] MODEL",
+    "inspect", "[--json] [--data FILE.csv] MODEL",
     "Print everything in a model file: tree, gate and expert parameters on the original\n"
     "scale, variances, names, encodings, training settings and the fit report. MODEL '-'\n"
     "is stdin. Experts are numbered 1..K; gates 0.. breadth-first (0 = root).",
-    NULL};
+    "--data adds routing diagnostics on FILE's rows (the target is not needed; a weights\n"
+    "column is used when present): rows per expert under hard top-1 routing, importance\n"
+    "(sum of gate probabilities), gate entropy, balance (max/mean load), and problems:\n"
+    "a collapsed gate (one expert takes >= 90% of rows), dead experts (no rows and under\n"
+    "1% of an even share of the gate's mass), idle experts (no rows).\n"};
 
 static const char *variance_name(moe_variance v) {
     return v == MOE_VARIANCE_ISO ? "iso" : v == MOE_VARIANCE_FULL ? "full" : "diag";
@@ -109,8 +114,13 @@ static void text_escaped(cli_buf *b, const char *s) {
 
 int cli_cmd_inspect(int argc, char **argv) {
     int json = 0;
+    const char *data_path = NULL, *sep_text = "auto";
     cli_opt opts[] = {
         {'J', "json", CLI_OPT_FLAG, &json, NULL, 0, 0, NULL, "Output", "write JSON", NULL, 0},
+        {'d', "data", CLI_OPT_STRING, &data_path, "FILE", 0, 0, NULL, "Routing",
+         "routing diagnostics on FILE's rows ('-' = stdin)", "off", 0},
+        {'F', "sep", CLI_OPT_STRING, &sep_text, "CHAR", 0, 0, NULL, NULL,
+         "field delimiter of FILE: auto, ',', ';', tab", NULL, 0},
         {'h', "help", CLI_OPT_FLAG, NULL, NULL, 0, 0, NULL, NULL, "this help", NULL, 0},
     };
     const size_t n_opts = sizeof opts / sizeof opts[0];
@@ -127,8 +137,30 @@ int cli_cmd_inspect(int argc, char **argv) {
     int rc = CLI_EXIT_RUNTIME;
     cli_model m;
     moe_error err;
-    moe_status st = cli_model_load(pos[0], &m, &err);
-    if (st != MOE_STATUS_OK) {
+    moe_status st;
+    moe_table *table = NULL;
+    moe_encoded *rows = NULL;
+    moe_routing routing;
+    memset(&routing, 0, sizeof routing);
+    if (data_path) {
+        char sep;
+        if (cli_parse_sep(sep_text, &sep) != 0) {
+            cli_error("inspect", "--sep: '%.20s' is not a delimiter", sep_text);
+            return CLI_EXIT_USAGE;
+        }
+        int lr = cli_load_and_encode("inspect", pos[0], data_path, sep, MOE_MISSING_ERROR, 0,
+                                     MOE_TARGET_USE_IGNORED, &m, &table, &rows);
+        if (lr != CLI_EXIT_OK) return lr;
+        size_t ld = rows->n_cols ? rows->n_cols : 1;
+        st = moe_model_routing(m.model, rows->n_rows, rows->x, ld, rows->weights, &routing, &err);
+        if (st != MOE_STATUS_OK) {
+            cli_error("inspect", "%s: %s", moe_table_name(table), err.message);
+            moe_encoded_free(rows);
+            moe_table_free(table);
+            cli_model_free(&m);
+            return cli_exit_code(st);
+        }
+    } else if ((st = cli_model_load(pos[0], &m, &err)) != MOE_STATUS_OK) {
         cli_error("inspect", "%s", err.message);
         return cli_exit_code(st);
     }
@@ -273,6 +305,10 @@ int cli_cmd_inspect(int argc, char **argv) {
         cli_buf_add(&b, rep.n_events ? "\n  ]" : "]");
         KEY(&b, "trace");
         json_nums(&b, trace, n_trace);
+        if (data_path) {
+            KEY(&b, "routing");
+            cli_routing_json(&b, &routing, model, moe_table_name(table));
+        }
         KEY(&b, "settings");
         cli_buf_addc(&b, '{');
         int any = 0;
@@ -421,6 +457,10 @@ int cli_cmd_inspect(int argc, char **argv) {
             cli_buf_num(&b, ev.value);
             cli_buf_addc(&b, '\n');
         }
+        if (data_path) {
+            cli_buf_addc(&b, '\n');
+            cli_routing_table(&b, &routing, model, moe_table_name(table));
+        }
         cli_buf_add(&b, "\nsettings\n");
         for (size_t i = 0; i < n_meta; i++) {
             const char *k, *v;
@@ -520,6 +560,9 @@ done:
     free(coef);
     free(trace);
     free(path);
+    moe_routing_free(&routing);
+    moe_encoded_free(rows);
+    moe_table_free(table);
     cli_model_free(&m);
     return rc;
 }

@@ -151,6 +151,26 @@ static int meta_num(moe_model *m, const char *name, double v) {
     return meta_setting(m, name, buf);
 }
 
+/* The routing summary of the trained model on its training rows, and its
+ * problems as warnings (stderr). A failure here is only a note: the model
+ * is already saved. */
+static void log_routing(const moe_model *model, const moe_encoded *data) {
+    moe_routing r;
+    moe_error err;
+    size_t ld = data->n_cols ? data->n_cols : 1;
+    if (moe_model_routing(model, data->n_rows, data->x, ld, data->weights, &r, &err) !=
+        MOE_STATUS_OK) {
+        cli_note("train", "routing diagnostics: %s", err.message);
+        return;
+    }
+    cli_buf b = {0};
+    cli_routing_summary(&b, &r, "moe train: ");
+    cli_routing_flags(&b, &r, model, "moe train: warning: ");
+    if (!b.failed && b.len) fputs(b.data, stderr);
+    cli_buf_free(&b);
+    moe_routing_free(&r);
+}
+
 int cli_cmd_train(int argc, char **argv) {
     moe_train_params lib = moe_train_params_default();
     train_opts o;
@@ -698,6 +718,7 @@ int cli_cmd_train(int argc, char **argv) {
                                                                  : "regression",
                 shape_text, moe_model_n_experts(model), rep.n_rows, rep.loglik, rep.df, rep.aic,
                 rep.bic, rep.icl, rep.iterations, rep.converged ? ", converged" : ", not converged");
+        if (data) log_routing(model, data);
         if (strcmp(o.out, "-") != 0) fprintf(stderr, "moe train: model saved to %s\n", o.out);
     }
     rc = CLI_EXIT_OK;
