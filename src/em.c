@@ -88,6 +88,7 @@ moe_status moe_train_params_check(const moe_train_params *p, const moe_dataset *
         return INVALID("ridge: %g must be in [0, 1)", p->ridge);
     if (!(p->min_support == -1.0 || (p->min_support >= 0.0 && isfinite(p->min_support))))
         return INVALID("min_support: %g must be >= 0 (or -1 for the default)", p->min_support);
+    if (p->sparse_k < 0) return INVALID("sparse_k: %d must be >= 0", p->sparse_k);
     if (p->support_policy != MOE_SUPPORT_POLICY_KEEP)
         return INVALID("support_policy: unknown value %d", (int)p->support_policy);
     if (p->reducer && (!p->reducer->sum || p->reducer->size < 1 || p->reducer->rank < 0 ||
@@ -141,6 +142,8 @@ typedef struct run_state {
     int converged;
     int stopped;           /* not monotone: stop */
     double loglik;         /* standardised scale */
+    double true_llo;       /* log-likelihood, original scale (sparse EM's trace
+                              holds its bound F instead) */
     double entropy;
 } run_state;
 
@@ -307,6 +310,7 @@ static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double
         if (damp > 0) damp--;
         if (trace_push(r, llo) != 0) return MOE_STATUS_NO_MEMORY;
         r->loglik = ll;
+        r->true_llo = f->stats[3] + ll_shift;
         r->entropy = f->stats[1];
         r->iter = f->iter;
         double delta = r->n_trace > 1 ? llo - r->trace[r->n_trace - 2] : NAN;
@@ -440,7 +444,7 @@ moe_status moe_train_source(const moe_source *src, const moe_train_params *p, mo
     best.m = NULL;
     moe_fit_report *rep = &res->report;
     memset(rep, 0, sizeof *rep);
-    rep->loglik = best.trace[best.n_trace - 1];
+    rep->loglik = best.true_llo;
     rep->df = df;
     rep->entropy = best.entropy;
     rep->aic = -2.0 * rep->loglik + 2.0 * (double)df;

@@ -61,6 +61,82 @@ static void init_posteriors(const moe_fit *f, moe_block *b, size_t grow, const m
     }
 }
 
+/* Sparse EM: keep each row's k largest leaf posteriors (ties to the lower
+ * index), renormalised; the other leaves get 0 and the gates' posteriors
+ * are summed again. lmass[i] receives log of the kept mass, ent[i] the
+ * entropy of the kept posteriors. Cost O(K k) per row. */
+static void sparsify(const moe_fit *f, moe_block *b, size_t nb, double *lmass) {
+    const moe_model *m = f->m;
+    size_t K = m->n_leaves, NN = f->nd.n_nodes, G = m->n_gates, k = f->sparse_k;
+    for (size_t i = 0; i < nb; i++) {
+        double *post = b->post + i * NN, *h = post + G;
+        double mass = 0.0, ent = 0.0;
+        /* Selection by repeated scans: kept leaves are marked by a negative
+         * sign (posteriors are >= 0; -0.0 marks a kept zero). */
+        for (size_t r = 0; r < k; r++) {
+            size_t best = K;
+            for (size_t j = 0; j < K; j++)
+                if (!signbit(h[j]) && (best == K || h[j] > h[best])) best = j;
+            mass += h[best];
+            h[best] = -h[best];
+        }
+        double inv = mass > 0.0 ? 1.0 / mass : 0.0;
+        for (size_t j = 0; j < K; j++) {
+            if (signbit(h[j])) {
+                double q = -h[j] * inv;
+                h[j] = q;
+                if (q > 0.0) ent -= q * log(q);
+            } else {
+                h[j] = 0.0;
+            }
+        }
+        for (size_t g = G; g-- > 0;) {
+            double s = 0.0;
+            for (size_t c = 0; c < m->gate_nch[g]; c++) s += post[f->nd.child0[g] + c];
+            post[g] = s;
+        }
+        lmass[i] = mass > 0.0 ? log(mass) : -INFINITY;
+        b->ent[i] = ent;
+    }
+}
+
+/* Sparse EM's Gaussian statistics: the rows are grouped by their kept
+ * experts (a counting sort), and each expert's Gram of u = [z, t] weighted
+ * by w h is one GEMM over its own rows: k (ed+P)^2 per row instead of K. */
+static void sparse_gram(const moe_fit *f, const moe_block *b, const double *u, const double *wt,
+                        size_t nb, double *A, double *U, size_t *idx, double *st) {
+    const moe_model *m = f->m;
+    size_t K = m->n_leaves, NN = f->nd.n_nodes, G = m->n_gates, q = m->ed + m->n_out;
+    size_t *cnt = idx + MOE_BLOCK_ROWS * f->sparse_k;
+    memset(cnt, 0, (K + 1) * sizeof(size_t));
+    for (size_t i = 0; i < nb; i++)
+        for (size_t j = 0; j < K; j++) cnt[j + 1] += b->post[i * NN + G + j] > 0.0;
+    for (size_t j = 0; j < K; j++) cnt[j + 1] += cnt[j];
+    for (size_t i = 0; i < nb; i++)
+        for (size_t j = 0; j < K; j++)
+            if (b->post[i * NN + G + j] > 0.0) idx[cnt[j]++] = i;
+    /* cnt[j] is now the end of expert j's rows (the start of j + 1's). */
+    size_t s0 = 0;
+    for (size_t j = 0; j < K; j++) {
+        size_t n = cnt[j] - s0;
+        double sw = 0.0;
+        for (size_t r = 0; r < n; r++) {
+            size_t i = idx[s0 + r];
+            double w = (wt ? wt[i] : 1.0) * b->post[i * NN + G + j];
+            sw += w;
+            for (size_t c = 0; c < q; c++) {
+                U[r * q + c] = u[i * q + c];
+                A[r * q + c] = w * u[i * q + c];
+            }
+        }
+        if (n > 0)
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)q, (int)q, (int)n, 1.0, A,
+                        (int)q, U, (int)q, 1.0, st + f->off_eg + j * q * q, (int)q);
+        st[f->off_esw + j] += sw;
+        s0 = cnt[j];
+    }
+}
+
 /* Add the block's weight sum to a sampled Hessian's last slot. */
 static void hess_weight(double *hess, size_t n, const double *w, size_t nb) {
     double s = 0.0;
@@ -85,15 +161,19 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
     double *S = acc + MOE_BLOCK_ROWS * acc_n;
 
     const double *wt = v->weights ? v->weights + i0 : NULL;
-    double ll = 0.0, ent = 0.0;
+    double *sp = f->sparse_k ? f->sp_mem + (size_t)(b - f->blocks) * f->sp_stride : NULL;
+    if (sp) sparsify(f, b, nb, sp);
+    double ll = 0.0, ent = 0.0, obj = 0.0;
     for (size_t i = 0; i < nb; i++) {
         double wi = wt ? wt[i] : 1.0;
         if (wi == 0.0) continue;
         ll += wi * b->ll[i];
         ent += wi * b->ent[i];
+        if (sp) obj += wi * (b->ll[i] + sp[i]);
     }
-    st[0] += ll;
+    st[0] += sp ? obj : ll;
     st[1] += ent;
+    st[3] += ll;
 
     /* Gaussian experts: the Gram matrices of u = [z, t] weighted by w h_k,
      * for a group of experts at once as one GEMM:
@@ -106,7 +186,11 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
             for (size_t j = 0; j < ed; j++) u[i * q + j] = b->ze[i * ed + j];
             for (size_t j = 0; j < P; j++) u[i * q + ed + j] = b->tgt[i * P + j];
         }
-        for (size_t k0 = 0; k0 < K; k0 += group) {
+        if (sp) {
+            sparse_gram(f, b, u, wt, nb, sp + MOE_BLOCK_ROWS, sp + MOE_BLOCK_ROWS * (1 + q),
+                        f->sp_idx + (size_t)(b - f->blocks) * f->sp_istride, st);
+        }
+        for (size_t k0 = 0; k0 < K && !sp; k0 += group) {
             size_t ng = K - k0 < group ? K - k0 : group;
             for (size_t i = 0; i < nb; i++) {
                 double wi = wt ? wt[i] : 1.0;
@@ -120,7 +204,7 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
             cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(ng * q), (int)q, (int)nb,
                         1.0, a, (int)(ng * q), u, (int)q, 1.0, st + f->off_eg + k0 * q * q, (int)q);
         }
-        for (size_t k = 0; k < K; k++) {
+        for (size_t k = 0; k < K && !sp; k++) {
             double sw = 0.0;
             for (size_t i = 0; i < nb; i++) sw += (wt ? wt[i] : 1.0) * b->post[i * NN + G + k];
             st[f->off_esw + k] += sw;

@@ -94,8 +94,8 @@ moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_source *src,
     size_t K = m->n_leaves, P = m->n_out, C = m->n_cls, ed = m->ed, gd = m->gd;
     size_t G = m->n_gates;
 
-    /* [0] log-likelihood, [1] entropy, [2] processes whose reads failed. */
-    size_t off = 3;
+    /* [0] objective, [1] entropy, [2] failed reads, [3] log-likelihood. */
+    size_t off = 4;
     f->off_esw = off;
     off += K;
     if (m->task == MOE_TASK_REGRESSION) {
@@ -163,6 +163,16 @@ moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_source *src,
         f->bufs[t].max_rows = cr;
     }
 
+    if (params->sparse_k > 0 && (size_t)params->sparse_k < K) {
+        size_t q = ed + P, k = (size_t)params->sparse_k;
+        f->sparse_k = k;
+        f->sp_stride = MOE_BLOCK_ROWS * (1 + 2 * q);
+        f->sp_istride = MOE_BLOCK_ROWS * k + K + 1;
+        f->sp_mem = malloc((size_t)nt * f->sp_stride * sizeof(double));
+        f->sp_idx = malloc((size_t)nt * f->sp_istride * sizeof(size_t));
+        if (!f->sp_mem || !f->sp_idx) goto oom;
+    }
+
     f->slab = malloc(max_slabs * f->stat_size * sizeof(double));
     f->stats = malloc(f->stat_size * sizeof(double));
     f->stats_prev = malloc(f->stat_size * sizeof(double));
@@ -210,6 +220,8 @@ void moe_fit_free(moe_fit *f) {
     free(f->floored);
     free(f->work);
     free(f->events);
+    free(f->sp_mem);
+    free(f->sp_idx);
     free(f->bufs);
     free(f->buf_mem);
     free(f->buf_lab);

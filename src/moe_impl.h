@@ -323,6 +323,27 @@ void moe_block_gates_topk(const moe_model *m, const moe_nodes *nd, moe_block *b,
  * of inactive leaves are left untouched. Needs moe_block_gates. */
 void moe_block_experts_sparse(const moe_model *m, moe_block *b, size_t nb);
 
+/* ---- gradient training (grad.c); the hooks the gradient tests use ---------- */
+
+typedef struct moe_grad_state moe_grad_state;
+
+/* The trainer's state for model m (its shape fields and arrays set) on data
+ * d. Parameters live in m's arrays plus the trainer's noise heads and
+ * variance parameters (var = var_floor + exp(s)). */
+moe_status moe_grad_state_create(moe_grad_state **out, moe_model *m, const moe_dataset *d,
+                                 const moe_grad_params *g, const moe_train_params *p);
+void moe_grad_state_free(moe_grad_state *s);
+size_t moe_grad_state_n_params(const moe_grad_state *s);
+/* Parameter i of the flat vector (gate hidden, gate heads, noise heads,
+ * expert hidden, expert heads, variance parameters). */
+double *moe_grad_state_param(moe_grad_state *s, size_t i);
+/* The training objective of rows[0..n) (n <= batch; noise from noise_seed)
+ * and, when grad is not NULL, its gradient (n_params doubles). */
+double moe_grad_state_loss(moe_grad_state *s, const size_t *rows, size_t n, uint64_t noise_seed,
+                           double *grad);
+/* Random initial parameters. */
+void moe_grad_state_init_params(moe_grad_state *s, uint64_t seed);
+
 /* ---- EM: statistics and M-step (estep.c, mstep.c, softmax_step.c) ------- */
 
 /* Parameters of the multinomial Newton systems above which only the
@@ -399,7 +420,9 @@ struct moe_fit {
     double n_total;            /* rows */
 
     /* Statistics layout (offsets into one array of stat_size doubles):
-     *   [0] weighted log-likelihood (standardised scale), [1] entropy EN,
+     *   [0] the objective EM increases: the weighted log-likelihood
+     *   (standardised scale), or sparse EM's bound F; [1] entropy EN of the
+     *   posteriors used; [2] failed reads; [3] the weighted log-likelihood,
      *   esw[K]  posterior weight of each expert,
      *   regression: eg[K][(ed+P)^2]  Gram of [z, t] weighted by w h_k;
      *   classification: egrad[K][(C-1)ed], egram[K][ed^2], ehess[K][((C-1)ed)^2 + 1];
@@ -409,6 +432,14 @@ struct moe_fit {
     size_t *off_ggrad, *off_ggram, *off_ghess; /* [G]; off_ghess SIZE_MAX = bound only */
     int e_newton;
     size_t hess_stride;        /* Hessians use blocks blk % hess_stride == 0 */
+    /* Sparse EM (params.sparse_k < K): per thread, log kept mass [BR], the
+     * rows of each expert gathered [BR x (ed+P)] twice, and the rows'
+     * (expert, row) order [BR k] with counts [K + 1]. */
+    size_t sparse_k;
+    double *sp_mem;
+    size_t sp_stride;
+    size_t *sp_idx;
+    size_t sp_istride;
     size_t stat_size;
     double *slab;              /* [max_slabs x stat_size] */
     double *stats;             /* [stat_size] the sums, in slab order */
