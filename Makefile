@@ -41,9 +41,9 @@ TOOL_OBJ := $(TOOL_SRC:tools/%.c=$(BUILD)/obj/tools/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all lib check sanitize clean install uninstall deps bench fuzz examples
+.PHONY: all lib check sanitize clean install uninstall deps bench bench-sparse-em fuzz examples
 
-all: lib $(if $(TOOL_SRC),$(BUILD)/moe) $(TEST_BIN)
+all: lib $(if $(TOOL_SRC),$(BUILD)/moe $(BUILD)/moe-mpi) $(TEST_BIN)
 
 lib: $(BUILD)/libmoe.a $(BUILD)/libmoe.so
 
@@ -66,6 +66,21 @@ $(BUILD)/libmoe.so: $(LIB_OBJ)
 
 $(BUILD)/moe: $(TOOL_OBJ) $(BUILD)/libmoe.a
 	$(CC) -o $@ $(TOOL_OBJ) $(BUILD)/libmoe.a $(LDLIBS_ALL)
+
+# build/moe-mpi: `moe train` over Open MPI processes. The compile and link
+# flags come from Open MPI's wrapper (Debian libopenmpi-dev); the compiler
+# stays $(CC), so clang and the sanitizers build it too.
+MPI_CFLAGS ?= $(shell mpicc --showme:compile 2>/dev/null)
+MPI_LIBS ?= $(shell mpicc --showme:link 2>/dev/null)
+MPI_TOOL_OBJ := $(filter-out $(BUILD)/obj/tools/moe.o,$(TOOL_OBJ)) $(BUILD)/obj/tools/mpi/moe_mpi.o
+
+$(BUILD)/obj/tools/mpi/moe_mpi.o: tools/mpi/moe_mpi.c include/moe.h $(wildcard tools/*.h)
+	@mkdir -p $(dir $@)
+	@test -n "$(MPI_LIBS)" || { echo "moe-mpi needs Open MPI: sh tools/setup.sh" >&2; exit 1; }
+	$(CC) $(ALL_CFLAGS) -Itools $(MPI_CFLAGS) -c $< -o $@
+
+$(BUILD)/moe-mpi: $(MPI_TOOL_OBJ) $(BUILD)/libmoe.a
+	$(CC) -o $@ $(MPI_TOOL_OBJ) $(BUILD)/libmoe.a $(MPI_LIBS) $(LDLIBS_ALL)
 
 $(BUILD)/tests/%: tests/%.c tests/check.h $(BUILD)/libmoe.a
 	@mkdir -p $(dir $@)
@@ -175,3 +190,12 @@ $(BUILD)/bench: bench/bench.c include/moe.h $(BUILD)/libmoe.a
 
 bench: $(BUILD)/bench
 	$(BUILD)/bench
+
+# Sparse EM (k = 2) against dense EM over 64 experts, per iteration, at
+# D = 10, 32 and 50 inputs (100,000 rows).
+$(BUILD)/bench_sparse_em: bench/bench_sparse_em.c include/moe.h $(BUILD)/libmoe.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libmoe.a $(LDLIBS_ALL)
+
+bench-sparse-em: $(BUILD)/bench_sparse_em
+	for d in 10 32 50; do $(BUILD)/bench_sparse_em 100000 $$d 64 2 || exit 1; done

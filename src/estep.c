@@ -64,30 +64,40 @@ static void init_posteriors(const moe_fit *f, moe_block *b, size_t grow, const m
 /* Sparse EM: keep each row's k largest leaf posteriors (ties to the lower
  * index), renormalised; the other leaves get 0 and the gates' posteriors
  * are summed again. lmass[i] receives log of the kept mass, ent[i] the
- * entropy of the kept posteriors. Cost O(K k) per row. */
-static void sparsify(const moe_fit *f, moe_block *b, size_t nb, double *lmass) {
+ * entropy of the kept posteriors, kept[i k ..] the kept leaves. One scan
+ * of the K posteriors per row with a sorted list of the k best so far. */
+static void sparsify(const moe_fit *f, moe_block *b, size_t nb, double *lmass, size_t *kept) {
     const moe_model *m = f->m;
     size_t K = m->n_leaves, NN = f->nd.n_nodes, G = m->n_gates, k = f->sparse_k;
     for (size_t i = 0; i < nb; i++) {
         double *post = b->post + i * NN, *h = post + G;
-        double mass = 0.0, ent = 0.0;
-        /* Selection by repeated scans: kept leaves are marked by a negative
-         * sign (posteriors are >= 0; -0.0 marks a kept zero). */
-        for (size_t r = 0; r < k; r++) {
-            size_t best = K;
-            for (size_t j = 0; j < K; j++)
-                if (!signbit(h[j]) && (best == K || h[j] > h[best])) best = j;
-            mass += h[best];
-            h[best] = -h[best];
-        }
-        double inv = mass > 0.0 ? 1.0 / mass : 0.0;
+        size_t *top = kept + i * k, n = 0;
         for (size_t j = 0; j < K; j++) {
-            if (signbit(h[j])) {
-                double q = -h[j] * inv;
-                h[j] = q;
-                if (q > 0.0) ent -= q * log(q);
-            } else {
-                h[j] = 0.0;
+            double v = h[j];
+            if (n == k && !(v > h[top[k - 1]])) continue;
+            size_t r = n < k ? n++ : k - 1; /* insert, keeping the order */
+            while (r > 0 && v > h[top[r - 1]]) {
+                top[r] = top[r - 1];
+                r--;
+            }
+            top[r] = j;
+        }
+        double mass = 0.0, ent = 0.0, keep[64];
+        size_t nk = n < 64 ? n : 64;
+        for (size_t r = 0; r < n; r++) mass += h[top[r]];
+        double inv = mass > 0.0 ? 1.0 / mass : 0.0;
+        for (size_t r = 0; r < nk; r++) keep[r] = h[top[r]] * inv;
+        if (n <= 64) {
+            memset(post, 0, NN * sizeof(double));
+            for (size_t r = 0; r < n; r++) {
+                h[top[r]] = keep[r];
+                if (keep[r] > 0.0) ent -= keep[r] * log(keep[r]);
+            }
+        } else { /* large k: mark, then clear the rest */
+            for (size_t r = 0; r < n; r++) h[top[r]] = -(h[top[r]] * inv) - 1.0;
+            for (size_t j = 0; j < K; j++) {
+                h[j] = h[j] < 0.0 ? -(h[j] + 1.0) : 0.0;
+                if (h[j] > 0.0) ent -= h[j] * log(h[j]);
             }
         }
         for (size_t g = G; g-- > 0;) {
@@ -101,20 +111,21 @@ static void sparsify(const moe_fit *f, moe_block *b, size_t nb, double *lmass) {
 }
 
 /* Sparse EM's Gaussian statistics: the rows are grouped by their kept
- * experts (a counting sort), and each expert's Gram of u = [z, t] weighted
- * by w h is one GEMM over its own rows: k (ed+P)^2 per row instead of K. */
+ * experts (a counting sort of the nb k kept pairs), and each expert's Gram
+ * of u = [z, t] weighted by w h is one GEMM over its own rows: k (ed+P)^2
+ * per row instead of K. */
 static void sparse_gram(const moe_fit *f, const moe_block *b, const double *u, const double *wt,
-                        size_t nb, double *A, double *U, size_t *idx, double *st) {
+                        size_t nb, double *A, double *U, const size_t *kept, size_t *idx,
+                        double *st) {
     const moe_model *m = f->m;
     size_t K = m->n_leaves, NN = f->nd.n_nodes, G = m->n_gates, q = m->ed + m->n_out;
-    size_t *cnt = idx + MOE_BLOCK_ROWS * f->sparse_k;
+    size_t k = f->sparse_k;
+    size_t *cnt = idx + MOE_BLOCK_ROWS * k;
     memset(cnt, 0, (K + 1) * sizeof(size_t));
-    for (size_t i = 0; i < nb; i++)
-        for (size_t j = 0; j < K; j++) cnt[j + 1] += b->post[i * NN + G + j] > 0.0;
+    for (size_t e = 0; e < nb * k; e++) cnt[kept[e] + 1]++;
     for (size_t j = 0; j < K; j++) cnt[j + 1] += cnt[j];
-    for (size_t i = 0; i < nb; i++)
-        for (size_t j = 0; j < K; j++)
-            if (b->post[i * NN + G + j] > 0.0) idx[cnt[j]++] = i;
+    for (size_t i = 0; i < nb; i++) /* rows in order within each expert */
+        for (size_t r = 0; r < k; r++) idx[cnt[kept[i * k + r]]++] = i;
     /* cnt[j] is now the end of expert j's rows (the start of j + 1's). */
     size_t s0 = 0;
     for (size_t j = 0; j < K; j++) {
@@ -162,7 +173,8 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
 
     const double *wt = v->weights ? v->weights + i0 : NULL;
     double *sp = f->sparse_k ? f->sp_mem + (size_t)(b - f->blocks) * f->sp_stride : NULL;
-    if (sp) sparsify(f, b, nb, sp);
+    size_t *spi = sp ? f->sp_idx + (size_t)(b - f->blocks) * f->sp_istride : NULL;
+    if (sp) sparsify(f, b, nb, sp, spi);
     double ll = 0.0, ent = 0.0, obj = 0.0;
     for (size_t i = 0; i < nb; i++) {
         double wi = wt ? wt[i] : 1.0;
@@ -187,8 +199,8 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
             for (size_t j = 0; j < P; j++) u[i * q + ed + j] = b->tgt[i * P + j];
         }
         if (sp) {
-            sparse_gram(f, b, u, wt, nb, sp + MOE_BLOCK_ROWS, sp + MOE_BLOCK_ROWS * (1 + q),
-                        f->sp_idx + (size_t)(b - f->blocks) * f->sp_istride, st);
+            sparse_gram(f, b, u, wt, nb, sp + MOE_BLOCK_ROWS, sp + MOE_BLOCK_ROWS * (1 + q), spi,
+                        spi + MOE_BLOCK_ROWS * f->sparse_k, st);
         }
         for (size_t k0 = 0; k0 < K && !sp; k0 += group) {
             size_t ng = K - k0 < group ? K - k0 : group;

@@ -167,7 +167,7 @@ moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_source *src,
         size_t q = ed + P, k = (size_t)params->sparse_k;
         f->sparse_k = k;
         f->sp_stride = MOE_BLOCK_ROWS * (1 + 2 * q);
-        f->sp_istride = MOE_BLOCK_ROWS * k + K + 1;
+        f->sp_istride = 2 * MOE_BLOCK_ROWS * k + K + 1;
         f->sp_mem = malloc((size_t)nt * f->sp_stride * sizeof(double));
         f->sp_idx = malloc((size_t)nt * f->sp_istride * sizeof(size_t));
         if (!f->sp_mem || !f->sp_idx) goto oom;

@@ -433,8 +433,8 @@ struct moe_fit {
     int e_newton;
     size_t hess_stride;        /* Hessians use blocks blk % hess_stride == 0 */
     /* Sparse EM (params.sparse_k < K): per thread, log kept mass [BR], the
-     * rows of each expert gathered [BR x (ed+P)] twice, and the rows'
-     * (expert, row) order [BR k] with counts [K + 1]. */
+     * rows of each expert gathered [BR x (ed+P)] twice; and the kept leaves
+     * of each row [BR k], the rows by expert [BR k] and counts [K + 1]. */
     size_t sparse_k;
     double *sp_mem;
     size_t sp_stride;
@@ -534,5 +534,14 @@ size_t moe_kmeans_leaf(const moe_fit *f, const double *z, const double *t, int32
  * every path and instruction set (vmath.c says why). */
 void moe_vexp(double *y, const double *x, size_t n);
 void moe_vlog(double *y, const double *x, size_t n);
+
+/* C (m x n, ldc) = A (m x k, lda) times B' (B n x k, ldb), for small n and
+ * k; bt holds k * n doubles. Sums over k in order, vectorised over n. */
+void moe_gemm_nt(size_t m, size_t n, size_t k, const double *A, size_t lda, const double *B,
+                 size_t ldb, double *C, size_t ldc, double *bt);
+
+/* a[i][e][j] = (w[i] h[i * ldh + e]) u[i * q + j] (w NULL: 1), i < nb, e < ng. */
+void moe_scale_rows(double *a, const double *u, size_t q, const double *h, size_t ldh,
+                    const double *w, size_t ng, size_t nb);
 
 #endif /* MOE_IMPL_H */
