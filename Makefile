@@ -41,7 +41,7 @@ TOOL_OBJ := $(TOOL_SRC:tools/%.c=$(BUILD)/obj/tools/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all lib check sanitize clean install uninstall deps bench bench-sparse-em fuzz examples
+.PHONY: all lib check sanitize clean install uninstall deps bench bench-sparse-em bench-stream fuzz examples
 
 all: lib $(if $(TOOL_SRC),$(BUILD)/moe $(BUILD)/moe-mpi) $(TEST_BIN)
 
@@ -196,6 +196,22 @@ bench: $(BUILD)/bench
 $(BUILD)/bench_sparse_em: bench/bench_sparse_em.c include/moe.h $(BUILD)/libmoe.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libmoe.a $(LDLIBS_ALL)
+
+# EM passes over a 10,000,000 x 20 .moed file streamed from disk, 1 and 2
+# Open MPI processes, against reading the file (bench/bench_stream.c). The
+# 1.7 GB file is generated once into STREAM_FILE.
+STREAM_FILE ?= $(BUILD)/bench-10m-20.moed
+MPIRUN ?= mpirun --oversubscribe $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
+
+$(BUILD)/bench_stream: bench/bench_stream.c include/moe.h $(BUILD)/libmoe.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(MPI_CFLAGS) -o $@ $< $(BUILD)/libmoe.a $(MPI_LIBS) $(LDLIBS_ALL)
+
+bench-stream: $(BUILD)/bench_stream
+	test -f $(STREAM_FILE) || $(BUILD)/bench_stream --generate $(STREAM_FILE) 10000000 20
+	OMP_NUM_THREADS=1 $(MPIRUN) -np 1 $(BUILD)/bench_stream $(STREAM_FILE)
+	OMP_NUM_THREADS=2 $(MPIRUN) -np 1 $(BUILD)/bench_stream $(STREAM_FILE)
+	OMP_NUM_THREADS=1 $(MPIRUN) -np 2 $(BUILD)/bench_stream $(STREAM_FILE)
 
 bench-sparse-em: $(BUILD)/bench_sparse_em
 	for d in 10 32 50; do $(BUILD)/bench_sparse_em 100000 $$d 64 2 || exit 1; done

@@ -1,7 +1,8 @@
 #!/bin/sh
 # setup.sh -- install the Debian packages moe needs to build and test.
 #
-#   sh tools/setup.sh         compiler, make, OpenBLAS (OpenMP variant), pkg-config
+#   sh tools/setup.sh         compiler, make, OpenBLAS (OpenMP variant), pkg-config,
+#                             Open MPI (for build/moe-mpi)
 #   sh tools/setup.sh fuzz    ... and clang with its sanitizer/libFuzzer runtimes
 #                             (for `make fuzz` and `make CC=clang`)
 #
@@ -9,7 +10,7 @@
 # apt-get runs only when something is missing. Needs root (or sudo).
 set -e
 
-pkgs="make gcc libc6-dev libopenblas-openmp-dev pkg-config"
+pkgs="make gcc libc6-dev libopenblas-openmp-dev pkg-config libopenmpi-dev openmpi-bin"
 for arg in "$@"; do
     case "$arg" in
     fuzz|clang) pkgs="$pkgs clang libclang-rt-14-dev" ;;

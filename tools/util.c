@@ -21,6 +21,8 @@
 
 /* ---- errors ----------------------------------------------------------------- */
 
+const moe_reducer *cli_group = NULL;
+
 int cli_exit_code(moe_status status) {
     switch (status) {
     case MOE_STATUS_OK: return CLI_EXIT_OK;
