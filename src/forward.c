@@ -33,7 +33,7 @@ moe_status moe_nodes_init(moe_nodes *nd, const moe_model *m) {
     size_t next = 1;
     for (size_t g = 0; g < G; g++) {
         nd->child0[g] = next;
-        nd->grow[g] = m->gate_off[g] / m->gd;
+        nd->grow[g] = nd->gate_rows; /* gate_off / gate row width */
         next += m->gate_nch[g];
         nd->gate_rows += m->gate_nch[g];
     }
@@ -86,6 +86,10 @@ moe_status moe_block_alloc(moe_block *b, const moe_model *m, const moe_nodes *nd
         moe_block_free(b);
         return MOE_STATUS_NO_MEMORY;
     }
+    if (moe_block_alloc_nn(b, m) != MOE_STATUS_OK) {
+        moe_block_free(b);
+        return MOE_STATUS_NO_MEMORY;
+    }
     return MOE_STATUS_OK;
 }
 
@@ -104,7 +108,22 @@ void moe_block_free(moe_block *b) {
     free(b->scr);
     free(b->inv);
     free(b->invl);
+    moe_block_free_nn(b);
     memset(b, 0, sizeof *b);
+}
+
+/* out (nb x n) = z (nb x k) W' (W n x k): the gate logits or the expert
+ * outputs of a block. For the usual small n and k (a few dozen), OpenBLAS's
+ * small-matrix path runs far below the machine's rate, so a vectorised
+ * kernel (vmath.c) does it, with W' in the scratch (free until the
+ * statistics); larger maps go to BLAS. */
+static void linear_map(const moe_model *m, moe_block *b, size_t nb, size_t n, size_t k,
+                       const double *z, const double *W, double *out) {
+    if (n <= 64 && k <= 64 && n * k <= moe_block_scratch_size(m))
+        moe_gemm_nt(nb, n, k, z, k, W, k, out, n, b->scr);
+    else
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)n, (int)k, 1.0, z,
+                    (int)k, W, (int)k, 0.0, out, (int)n);
 }
 
 void moe_block_gates(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
@@ -130,24 +149,56 @@ void moe_block_gates(const moe_model *m, const moe_nodes *nd, moe_block *b, size
         }
     }
     size_t GR = nd->gate_rows;
-    if (GR > 0)
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)GR, (int)gd, 1.0,
-                    b->zg, (int)gd, m->gate_coef, (int)gd, 0.0, b->gl, (int)GR);
+    if (m->gnet.n_hidden > 0)
+        moe_block_gate_logits_mlp(m, nd, b, nb);
+    else if (GR > 0)
+        linear_map(m, b, nb, GR, gd, b->zg, m->gate_coef, b->gl);
+    if (m->top_k > 0) { /* sparse gates (topk.c) */
+        moe_block_gates_topk(m, nd, b, nb);
+        return;
+    }
+    /* Softmax and log-softmax of every gate with one exp per child, in
+     * phases over the whole block so that exp and log run vectorised
+     * (vmath.c): logits minus their gate's max, one exp of the block, the
+     * sums (and the probabilities), one log of the block's sums, then the
+     * log-softmaxes and log priors. post is free until moe_block_posterior;
+     * it holds the maxes (mx) and the sums (sm), nb * G each (2 G < n_nodes). */
+    size_t G = m->n_gates;
+    double *mx = b->post, *sm = b->post + nb * G;
     for (size_t i = 0; i < nb; i++) {
-        double *gl = b->gl + i * GR, *gp = b->gp + i * GR, *lp = b->lp + i * NN;
-        lp[0] = 0.0;
-        for (size_t g = 0; g < m->n_gates; g++) {
-            double *v = gl + nd->grow[g], *pr = gp + nd->grow[g];
+        const double *gl = b->gl + i * GR;
+        double *gp = b->gp + i * GR;
+        for (size_t g = 0; g < G; g++) {
+            const double *v = gl + nd->grow[g];
+            double *pr = gp + nd->grow[g], mg = v[0];
             size_t nc = m->gate_nch[g];
-            /* softmax and log-softmax with one exp per child */
-            double mx = v[0], s = 0.0;
             for (size_t c = 1; c < nc; c++)
-                if (v[c] > mx) mx = v[c];
-            for (size_t c = 0; c < nc; c++) s += (pr[c] = exp(v[c] - mx));
-            double ls = log(s), inv = 1.0 / s;
+                if (v[c] > mg) mg = v[c];
+            for (size_t c = 0; c < nc; c++) pr[c] = v[c] - mg;
+            mx[i * G + g] = mg;
+        }
+    }
+    moe_vexp(b->gp, b->gp, nb * GR);
+    for (size_t i = 0; i < nb; i++) {
+        double *gp = b->gp + i * GR;
+        for (size_t g = 0; g < G; g++) {
+            double *pr = gp + nd->grow[g], s = 0.0;
+            size_t nc = m->gate_nch[g];
+            for (size_t c = 0; c < nc; c++) s += pr[c];
+            double inv = 1.0 / s;
+            for (size_t c = 0; c < nc; c++) pr[c] *= inv;
+            sm[i * G + g] = s;
+        }
+    }
+    moe_vlog(sm, sm, nb * G);
+    for (size_t i = 0; i < nb; i++) {
+        double *gl = b->gl + i * GR, *lp = b->lp + i * NN;
+        lp[0] = 0.0;
+        for (size_t g = 0; g < G; g++) {
+            double *v = gl + nd->grow[g], sh = mx[i * G + g] + sm[i * G + g];
+            size_t nc = m->gate_nch[g];
             for (size_t c = 0; c < nc; c++) {
-                v[c] -= mx + ls;
-                pr[c] *= inv;
+                v[c] -= sh;
                 lp[nd->child0[g] + c] = lp[g] + v[c];
             }
         }
@@ -155,9 +206,12 @@ void moe_block_gates(const moe_model *m, const moe_nodes *nd, moe_block *b, size
 }
 
 void moe_block_experts(const moe_model *m, moe_block *b, size_t nb) {
+    if (m->enet.n_hidden > 0) { /* MLP experts (nn.c) */
+        moe_block_experts_mlp(m, b, nb);
+        return;
+    }
     size_t K = m->n_leaves, R = m->coef_rows, ed = m->ed;
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)(K * R), (int)ed, 1.0,
-                b->ze, (int)ed, m->coef, (int)ed, 0.0, b->eo, (int)(K * R));
+    linear_map(m, b, nb, K * R, ed, b->ze, m->coef, b->eo);
     if (m->task == MOE_TASK_CLASSIFICATION)
         for (size_t i = 0; i < nb; i++)
             for (size_t k = 0; k < K; k++) moe_log_softmax(b->eo + (i * K + k) * R, R);
@@ -175,7 +229,16 @@ void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, 
         if (m->task == MOE_TASK_REGRESSION) {
             double *t = b->tgt + i * P;
             for (size_t p = 0; p < P; p++) t[p] = (y[i * ld_y + p] - m->y_mean[p]) * iy[p];
-            for (size_t k = 0; k < K; k++) {
+            if (P == 1) {
+                /* One output: the loop below without its inner loops, so
+                 * that it vectorises over the experts (same operations). */
+                const double *mu = b->eo + i * K;
+                for (size_t k = 0; k < K; k++) {
+                    double u = (t[0] - mu[k]) * il[k];
+                    ldi[k] = -0.5 * (LOG_2PI + m->logdet[k] + (0.0 + u * u));
+                }
+            }
+            for (size_t k = 0; k < K && P != 1; k++) {
                 const double *mu = b->eo + (i * K + k) * P;
                 const double *L = m->chol + k * P * P;
                 /* u = L^{-1} (t - mu) by forward substitution; P is small. */
@@ -193,31 +256,47 @@ void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, 
             int32_t c = labels[i];
             for (size_t k = 0; k < K; k++) ldi[k] = b->eo[(i * K + k) * C + (size_t)c];
         }
-        /* Log joint of each leaf, then the row's log-likelihood. */
-        double *lp = b->lp + i * NN, *post = b->post + i * NN;
-        double *lj = post + G; /* leaves' slots, reused */
+        /* Log joint of each leaf, then its max over the leaves (kept in ll
+         * until the row is finished); ex = lj - max, exponentiated below. */
+        double *lp = b->lp + i * NN, *lj = b->post + i * NN + G; /* leaves' slots, reused */
+        double *ex = b->ld + i * K; /* the densities are no longer needed */
         for (size_t k = 0; k < K; k++) lj[k] = lp[G + k] + ldi[k];
         double mx = -INFINITY;
         for (size_t k = 0; k < K; k++)
             if (lj[k] > mx) mx = lj[k];
-        double l = mx;
+        b->ll[i] = mx;
+        if (isfinite(mx))
+            for (size_t k = 0; k < K; k++) ex[k] = lj[k] - mx;
+        else
+            for (size_t k = 0; k < K; k++) ex[k] = 0.0;
+    }
+    /* h_k = exp(lj_k - mx) / s with one exp per leaf, exp and log over the
+     * whole block at once (vmath.c); then log h_k = lj_k - l, so the
+     * entropy -sum h log h needs no log. ent holds s, then log s. */
+    moe_vexp(b->ld, b->ld, nb * K);
+    for (size_t i = 0; i < nb; i++) {
+        double *ex = b->ld + i * K, s = 0.0;
+        for (size_t k = 0; k < K; k++) s += ex[k];
+        double inv = 1.0 / s;
+        for (size_t k = 0; k < K; k++) ex[k] *= inv;
+        b->ent[i] = s;
+    }
+    moe_vlog(b->ent, b->ent, nb);
+    for (size_t i = 0; i < nb; i++) {
+        double *lp = b->lp + i * NN, *post = b->post + i * NN;
+        double *lj = post + G, *ex = b->ld + i * K;
+        double mx = b->ll[i];
         if (isfinite(mx)) {
-            /* h_k = exp(lj_k - mx) / s with one exp per leaf; then
-             * log h_k = lj_k - l, so the entropy -sum h log h needs no log. */
-            double s = 0.0, e = 0.0;
-            double *ex = b->ld + i * K; /* the densities are no longer needed */
-            for (size_t k = 0; k < K; k++) s += (ex[k] = exp(lj[k] - mx));
-            l = mx + log(s);
-            double inv = 1.0 / s;
+            double l = mx + b->ent[i], e = 0.0;
             for (size_t k = 0; k < K; k++) {
                 double lk = lj[k] - l;
-                lj[k] = ex[k] * inv;
+                lj[k] = ex[k];
                 if (lj[k] > 0.0) e -= lj[k] * lk;
             }
             b->ll[i] = l;
             b->ent[i] = e;
         } else {
-            b->ll[i] = l;
+            b->ll[i] = mx;
             b->ent[i] = 0.0;
             /* Every leaf gives the target zero density (far outside every
              * expert): fall back to the prior so the posteriors stay a

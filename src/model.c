@@ -37,8 +37,19 @@ moe_model *moe_model_alloc(const moe_model *t, const size_t *ecols, const size_t
     m->n_leaves = moe_tree_shape_n_leaves(&m->tree);
     m->n_gates = moe_tree_shape_n_gates(&m->tree);
     m->coef_rows = m->task == MOE_TASK_REGRESSION ? m->n_out : m->n_cls;
+    /* MLP nodes: the template's enet / gnet give the hidden layers */
+    moe_mlp ea = {t->enet.n_hidden, {0}, t->enet.act}, ga = {t->gnet.n_hidden, {0}, t->gnet.act};
+    for (size_t l = 0; l < MOE_MAX_HIDDEN; l++) {
+        ea.hidden[l] = t->enet.hidden[l];
+        ga.hidden[l] = t->gnet.hidden[l];
+    }
+    moe_net_init(&m->enet, m->ed, &ea);
+    moe_net_init(&m->gnet, m->gd, &ga);
+    m->eh = m->enet.head_in;
+    m->gh = m->gnet.head_in;
+    m->top_k = t->top_k;
     size_t K = m->n_leaves, P = m->n_out;
-    size_t grows = moe_tree_layout(&m->tree, m->gd, NULL, NULL);
+    size_t grows = moe_tree_layout(&m->tree, m->gh, NULL, NULL);
     m->ecols = dup_mem(ecols, m->n_ecols * sizeof(size_t));
     m->gcols = dup_mem(gcols, m->n_gcols * sizeof(size_t));
     m->x_mean = calloc(m->n_cols + 1, sizeof(double));
@@ -47,18 +58,20 @@ moe_model *moe_model_alloc(const moe_model *t, const size_t *ecols, const size_t
     m->y_scale = calloc(P + 1, sizeof(double));
     m->gate_nch = calloc(m->n_gates + 1, sizeof(size_t));
     m->gate_off = calloc(m->n_gates + 1, sizeof(size_t));
-    m->gate_coef = calloc(grows * m->gd + 1, sizeof(double));
-    m->coef = calloc(K * m->coef_rows * m->ed + 1, sizeof(double));
+    m->gate_coef = calloc(grows * m->gh + 1, sizeof(double));
+    m->coef = calloc(K * m->coef_rows * m->eh + 1, sizeof(double));
+    m->e_w = calloc(K * m->enet.n_w + 1, sizeof(double));
+    m->g_w = calloc(m->n_gates * m->gnet.n_w + 1, sizeof(double));
     m->cov = calloc(K * P * P + 1, sizeof(double));
     m->chol = calloc(K * P * P + 1, sizeof(double));
     m->logdet = calloc(K + 1, sizeof(double));
     if (!m->ecols || !m->gcols || !m->x_mean || !m->x_scale || !m->y_mean || !m->y_scale ||
         !m->gate_nch || !m->gate_off || !m->gate_coef || !m->coef || !m->cov || !m->chol ||
-        !m->logdet) {
+        !m->logdet || !m->e_w || !m->g_w) {
         moe_model_free(m);
         return NULL;
     }
-    moe_tree_layout(&m->tree, m->gd, m->gate_nch, m->gate_off);
+    moe_tree_layout(&m->tree, m->gh, m->gate_nch, m->gate_off);
     for (size_t j = 0; j < m->n_cols; j++) m->x_scale[j] = 1.0;
     for (size_t p = 0; p < P; p++) m->y_scale[p] = 1.0;
     for (size_t k = 0; k < K; k++)
@@ -83,6 +96,8 @@ void moe_model_free(moe_model *m) {
     free(m->cov);
     free(m->chol);
     free(m->logdet);
+    free(m->e_w);
+    free(m->g_w);
     free(m->events);
     free(m->trace);
     for (size_t i = 0; i < m->n_meta; i++) {
@@ -97,13 +112,15 @@ moe_model *moe_model_clone(const moe_model *src) {
     moe_model *m = moe_model_alloc(src, src->ecols, src->gcols);
     if (!m) return NULL;
     size_t K = m->n_leaves, P = m->n_out;
-    size_t grows = moe_tree_layout(&m->tree, m->gd, NULL, NULL);
+    size_t grows = moe_tree_layout(&m->tree, m->gh, NULL, NULL);
     memcpy(m->x_mean, src->x_mean, m->n_cols * sizeof(double));
     memcpy(m->x_scale, src->x_scale, m->n_cols * sizeof(double));
     memcpy(m->y_mean, src->y_mean, P * sizeof(double));
     memcpy(m->y_scale, src->y_scale, P * sizeof(double));
-    memcpy(m->gate_coef, src->gate_coef, grows * m->gd * sizeof(double));
-    memcpy(m->coef, src->coef, K * m->coef_rows * m->ed * sizeof(double));
+    memcpy(m->gate_coef, src->gate_coef, grows * m->gh * sizeof(double));
+    memcpy(m->coef, src->coef, K * m->coef_rows * m->eh * sizeof(double));
+    memcpy(m->e_w, src->e_w, K * m->enet.n_w * sizeof(double));
+    memcpy(m->g_w, src->g_w, m->n_gates * m->gnet.n_w * sizeof(double));
     memcpy(m->cov, src->cov, K * P * P * sizeof(double));
     memcpy(m->chol, src->chol, K * P * P * sizeof(double));
     memcpy(m->logdet, src->logdet, K * sizeof(double));
@@ -153,16 +170,17 @@ int moe_model_refresh_chol(moe_model *m) {
 
 size_t moe_model_df(const moe_model *m) {
     size_t df = 0;
-    for (size_t g = 0; g < m->n_gates; g++) df += (m->gate_nch[g] - 1) * m->gd;
+    for (size_t g = 0; g < m->n_gates; g++) df += (m->gate_nch[g] - 1) * m->gh + m->gnet.n_w;
     size_t P = m->n_out, per;
     if (m->task == MOE_TASK_REGRESSION) {
         size_t cov = m->variance == MOE_VARIANCE_ISO    ? 1
                      : m->variance == MOE_VARIANCE_DIAG ? P
                                                         : P * (P + 1) / 2;
-        per = P * m->ed + cov;
+        per = P * m->eh + cov;
     } else {
-        per = (m->n_cls ? m->n_cls - 1 : 0) * m->ed;
+        per = (m->n_cls ? m->n_cls - 1 : 0) * m->eh;
     }
+    per += m->enet.n_w;
     return df + per * m->n_leaves;
 }
 
@@ -232,7 +250,7 @@ static void unstandardise(const moe_model *m, const double *w, const size_t *col
 }
 
 moe_status moe_model_gate_coef(const moe_model *m, size_t gate, double *out) {
-    if (gate >= m->n_gates || !out) return MOE_STATUS_INVALID_ARGUMENT;
+    if (gate >= m->n_gates || !out || m->gnet.n_hidden > 0) return MOE_STATUS_INVALID_ARGUMENT;
     const double *v = m->gate_coef + m->gate_off[gate];
     for (size_t c = 0; c < m->gate_nch[gate]; c++)
         unstandardise(m, v + c * m->gd, m->gcols, m->n_gcols, 0.0, 1.0, out + c * m->gd);
@@ -240,7 +258,7 @@ moe_status moe_model_gate_coef(const moe_model *m, size_t gate, double *out) {
 }
 
 moe_status moe_model_expert_coef(const moe_model *m, size_t k, double *out) {
-    if (k >= m->n_leaves || !out) return MOE_STATUS_INVALID_ARGUMENT;
+    if (k >= m->n_leaves || !out || m->enet.n_hidden > 0) return MOE_STATUS_INVALID_ARGUMENT;
     const double *w = m->coef + k * m->coef_rows * m->ed;
     for (size_t r = 0; r < m->coef_rows; r++) {
         double ya = m->task == MOE_TASK_REGRESSION ? m->y_mean[r] : 0.0;
@@ -257,6 +275,35 @@ moe_status moe_model_expert_cov(const moe_model *m, size_t k, double *out) {
     for (size_t p = 0; p < P; p++)
         for (size_t q = 0; q < P; q++)
             out[p * P + q] = m->cov[(k * P + p) * P + q] * (m->y_scale[p] * m->y_scale[q]);
+    return MOE_STATUS_OK;
+}
+
+/* ---- architecture (MLP nodes, top-k) ------------------------------------------ */
+
+static moe_mlp net_arch(const moe_net *net) {
+    moe_mlp a;
+    memset(&a, 0, sizeof a);
+    a.n_hidden = net->n_hidden;
+    a.activation = net->act;
+    for (size_t l = 0; l < net->n_hidden; l++) a.hidden[l] = net->hidden[l];
+    return a;
+}
+
+moe_mlp moe_model_expert_mlp(const moe_model *m) { return net_arch(&m->enet); }
+moe_mlp moe_model_gate_mlp(const moe_model *m) { return net_arch(&m->gnet); }
+size_t moe_model_top_k(const moe_model *m) { return m->top_k; }
+
+moe_status moe_model_with_top_k(const moe_model *m, size_t k, moe_model **out, moe_error *err) {
+    if (!out) return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "with_top_k: no output pointer");
+    *out = NULL;
+    if (!m) return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "with_top_k: no model");
+    if (k > MOE_MAX_BRANCHING)
+        return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "top-k %zu is out of range (0..%d)", k,
+                       MOE_MAX_BRANCHING);
+    moe_model *c = moe_model_clone(m);
+    if (!c) return moe_err(err, MOE_STATUS_NO_MEMORY, "out of memory");
+    c->top_k = k;
+    *out = c;
     return MOE_STATUS_OK;
 }
 

@@ -43,7 +43,7 @@ _Static_assert(sizeof(double) == 8 && sizeof(uint64_t) == 8, "IEEE 754 binary64 
 
 #define FMT_MAGIC "MOEMODEL"
 #define FMT_MAGIC_LEN 8
-#define FMT_VERSION 1u
+#define FMT_VERSION 2u /* 2: MLP nodes and top-k gating */
 #define FMT_HEADER_SIZE 40
 #define FMT_TRAILER_SIZE 4
 #define FMT_ALIGN 32
@@ -61,6 +61,7 @@ enum { T_U64 = 1, T_I64 = 2, T_F64 = 3, T_STR = 4, T_ARR = 5 };
 #define LIM_LEAVES 65536u          /* experts */
 #define LIM_OUT 4096u              /* regression outputs */
 #define LIM_CLS 1000000u           /* classes */
+#define LIM_HIDDEN 65536u          /* units of a hidden layer */
 #define LIM_META_KEY 255u          /* user metadata key bytes (moe.h) */
 #define META_PREFIX "meta."
 #define META_PREFIX_LEN 5
@@ -70,7 +71,9 @@ enum { T_U64 = 1, T_I64 = 2, T_F64 = 3, T_STR = 4, T_ARR = 5 };
 enum {
     K_TASK, K_VARIANCE, K_TREE, K_N_COLS, K_N_OUT, K_N_CLS,
     K_LOGLIK, K_DF, K_AIC, K_BIC, K_ICL, K_ENTROPY, K_N_ROWS, K_SUM_W,
-    K_ITER, K_CONV, K_N_RESTARTS, K_BEST, K_COUNT
+    K_ITER, K_CONV, K_N_RESTARTS, K_BEST,
+    /* version 2 */
+    K_E_HIDDEN, K_E_ACT, K_G_HIDDEN, K_G_ACT, K_TOP_K, K_COUNT
 };
 static const struct {
     const char *key;
@@ -94,12 +97,18 @@ static const struct {
     {"moe.report.converged", T_I64},
     {"moe.report.n_restarts", T_I64},
     {"moe.report.best_restart", T_I64},
+    {"moe.expert_hidden", T_ARR},
+    {"moe.expert_activation", T_U64},
+    {"moe.gate_hidden", T_ARR},
+    {"moe.gate_activation", T_U64},
+    {"moe.top_k", T_U64},
 };
 
 /* the arrays a version-1 file must hold */
 enum {
     A_ECOLS, A_GCOLS, A_X_MEAN, A_X_SCALE, A_Y_MEAN, A_Y_SCALE, A_GATE_NCH, A_GATE_COEF,
     A_COEF, A_COV, A_TRACE, A_EV_KIND, A_EV_ITER, A_EV_EXPERT, A_EV_COLUMN, A_EV_VALUE,
+    A_E_W, A_G_W, /* version 2 */
     A_COUNT
 };
 static const struct {
@@ -112,6 +121,7 @@ static const struct {
     {"cov", T_F64},            {"trace", T_F64},           {"event_kind", T_U64},
     {"event_iteration", T_I64}, {"event_expert", T_I64},   {"event_column", T_I64},
     {"event_value", T_F64},
+    {"expert_hidden_w", T_F64}, {"gate_hidden_w", T_F64},
 };
 
 static const char *type_name(uint32_t t) {
@@ -283,9 +293,9 @@ moe_status moe_model_save_buffer(const moe_model *m, void **out, size_t *size, m
         return moe_err(err, MOE_STATUS_INVALID_ARGUMENT,
                        "cannot save model: tree has %zu levels", m->tree.n_levels);
 
-    size_t K = m->n_leaves, P = m->n_out, ed = m->ed, gd = m->gd;
-    size_t grows = moe_tree_layout(&m->tree, gd, NULL, NULL);
-    size_t n_gate_coef = grows * gd, n_coef = K * m->coef_rows * ed;
+    size_t K = m->n_leaves, P = m->n_out, eh = m->eh, gh = m->gh;
+    size_t grows = moe_tree_layout(&m->tree, gh, NULL, NULL);
+    size_t n_gate_coef = grows * gh, n_coef = K * m->coef_rows * eh;
     size_t n_cov = m->task == MOE_TASK_REGRESSION ? K * P * P : 0;
     size_t n_ev = m->report.n_events;
 
@@ -321,6 +331,17 @@ moe_status moe_model_save_buffer(const moe_model *m, void **out, size_t *size, m
     kv_i64(&w, "moe.report.converged", r->converged);
     kv_i64(&w, "moe.report.n_restarts", r->n_restarts);
     kv_i64(&w, "moe.report.best_restart", r->best_restart);
+    const moe_net *nets[2] = {&m->enet, &m->gnet};
+    static const char *const hid_keys[2] = {"moe.expert_hidden", "moe.gate_hidden"};
+    static const char *const act_keys[2] = {"moe.expert_activation", "moe.gate_activation"};
+    for (int q = 0; q < 2; q++) {
+        kv_begin(&w, hid_keys[q], T_ARR);
+        w_u32(&w, T_U64);
+        w_u64(&w, nets[q]->n_hidden);
+        for (size_t l = 0; l < nets[q]->n_hidden; l++) w_u64(&w, nets[q]->hidden[l]);
+        kv_u64(&w, act_keys[q], (uint64_t)nets[q]->act);
+    }
+    kv_u64(&w, "moe.top_k", m->top_k);
     for (size_t i = 0; i < m->n_meta; i++) {
         size_t kl = strlen(m->meta[i].key), vl = strlen(m->meta[i].value);
         w_u64(&w, META_PREFIX_LEN + kl);
@@ -340,6 +361,8 @@ moe_status moe_model_save_buffer(const moe_model *m, void **out, size_t *size, m
     arr_size(&w, "gate_nch", m->gate_nch, m->n_gates);
     arr_f64(&w, "gate_coef", m->gate_coef, n_gate_coef);
     arr_f64(&w, "coef", m->coef, n_coef);
+    arr_f64(&w, "expert_hidden_w", m->e_w, K * m->enet.n_w);
+    arr_f64(&w, "gate_hidden_w", m->g_w, m->n_gates * m->gnet.n_w);
     arr_f64(&w, "cov", m->cov, n_cov);
     arr_f64(&w, "trace", m->trace, m->n_trace);
     arr_begin(&w, "event_kind", T_U64, n_ev);
@@ -514,6 +537,9 @@ typedef struct parsed {
     size_t kv_end;
     /* shape, once checked */
     size_t K, G, P, C, n_cols, n_ecols, n_gcols, ed, gd, coef_rows, grows;
+    uint32_t version;
+    moe_mlp arch[2];       /* version 2: the experts' and the gates' networks */
+    moe_net net[2];
     view arr[A_COUNT];
     meta_view *meta;
     size_t n_meta, cap_meta;
@@ -655,6 +681,32 @@ static moe_status add_meta(rd *r, parsed *ps, const meta_view *mv) {
     return MOE_STATUS_OK;
 }
 
+/* moe.expert_hidden / moe.gate_hidden: an array of 0 to MOE_MAX_HIDDEN u64,
+ * the units of each hidden layer (1..LIM_HIDDEN). */
+static moe_status get_hidden(rd *r, parsed *ps, int q, const char *what) {
+    uint32_t et;
+    uint64_t n;
+    moe_status st;
+    size_t at = r->pos;
+    if ((st = get_u32(r, &et, what)) != MOE_STATUS_OK) return st;
+    if ((st = get_u64(r, &n, what)) != MOE_STATUS_OK) return st;
+    if (et != T_U64 || n > MOE_MAX_HIDDEN)
+        return fail(r, MOE_STATUS_FORMAT,
+                    "byte %zu: %s must be an array of 0 to %d u64 (found %" PRIu64 " of type %s)",
+                    at, what, MOE_MAX_HIDDEN, n, type_name(et));
+    ps->arch[q].n_hidden = (size_t)n;
+    for (size_t l = 0; l < (size_t)n; l++) {
+        uint64_t h;
+        if ((st = get_u64(r, &h, what)) != MOE_STATUS_OK) return st;
+        if (h == 0 || h > LIM_HIDDEN)
+            return fail(r, MOE_STATUS_FORMAT,
+                        "byte %zu: %s: hidden layer %zu has %" PRIu64 " units (1..%u)", r->pos - 8,
+                        what, l + 1, h, LIM_HIDDEN);
+        ps->arch[q].hidden[l] = (size_t)h;
+    }
+    return MOE_STATUS_OK;
+}
+
 /* One key/value entry. */
 static moe_status parse_kv(rd *r, parsed *ps, uint64_t i) {
     char what[160], kd[80];
@@ -692,7 +744,8 @@ static moe_status parse_kv(rd *r, parsed *ps, uint64_t i) {
     for (k = 0; k < K_COUNT; k++)
         if (strlen(kv_known[k].key) == key_len && memcmp(kv_known[k].key, key, key_len) == 0)
             break;
-    if (k == K_COUNT) return skip_value(r, type, 0, what); /* not ours: ignore */
+    if (k == K_COUNT || (k >= K_E_HIDDEN && ps->version < 2))
+        return skip_value(r, type, 0, what); /* not ours: ignore */
 
     if (ps->seen[k])
         return fail(r, MOE_STATUS_FORMAT, "byte %zu: duplicate key '%s'", at, kv_known[k].key);
@@ -701,6 +754,7 @@ static moe_status parse_kv(rd *r, parsed *ps, uint64_t i) {
                     what, type_name(type), type_name(kv_known[k].type));
     ps->seen[k] = 1;
     ps->at[k] = r->pos;
+    if (k == K_E_HIDDEN || k == K_G_HIDDEN) return get_hidden(r, ps, k == K_G_HIDDEN, what);
     if (k != K_TREE) return get_u64(r, &ps->raw[k], what);
 
     /* moe.tree: array of u64, one branching factor per level */
@@ -732,7 +786,7 @@ static int fits_int(int64_t v) { return v >= INT_MIN && v <= INT_MAX; }
 /* The scalars are all there and make a shape this library can hold. */
 static moe_status check_shape(rd *r, parsed *ps) {
     for (int k = 0; k < K_COUNT; k++)
-        if (!ps->seen[k])
+        if (!ps->seen[k] && (k < K_E_HIDDEN || ps->version >= 2))
             return fail(r, MOE_STATUS_FORMAT, "byte %zu: required key '%s' is missing",
                         ps->kv_end, kv_known[k].key);
     uint64_t task = ps->raw[K_TASK], var = ps->raw[K_VARIANCE];
@@ -786,6 +840,18 @@ static moe_status check_shape(rd *r, parsed *ps) {
         return fail(r, MOE_STATUS_FORMAT, "byte %zu: report counts too large for this platform",
                     ps->at[K_DF]);
 #endif
+    if (ps->version >= 2) {
+        for (int q = 0; q < 2; q++) {
+            int k = q ? K_G_ACT : K_E_ACT;
+            if (ps->raw[k] > MOE_ACTIVATION_RELU)
+                return fail(r, MOE_STATUS_FORMAT, "byte %zu: %s = %" PRIu64 " (0 tanh, 1 relu)",
+                            ps->at[k], kv_known[k].key, ps->raw[k]);
+            ps->arch[q].activation = (moe_activation)ps->raw[k];
+        }
+        if (ps->raw[K_TOP_K] > MOE_MAX_BRANCHING)
+            return fail(r, MOE_STATUS_FORMAT, "byte %zu: moe.top_k = %" PRIu64 " (limit %d)",
+                        ps->at[K_TOP_K], ps->raw[K_TOP_K], MOE_MAX_BRANCHING);
+    }
     ps->K = K;
     ps->G = moe_tree_shape_n_gates(&ps->tree);
     ps->n_cols = (size_t)n_cols;
@@ -861,6 +927,7 @@ static moe_status parse_array(rd *r, parsed *ps, uint64_t i) {
         if (strlen(arr_known[a].name) == name_len &&
             memcmp(arr_known[a].name, name, name_len) == 0)
             break;
+    if (a >= A_E_W && a < A_COUNT && ps->version < 2) a = A_COUNT; /* not in version 1 */
     size_t avail = (r->end - r->pos) / 8;
     if (count > avail) {
         elem_what(ps, a, nd, avail, what, sizeof what);
@@ -992,12 +1059,16 @@ static moe_status check_arrays(rd *r, parsed *ps) {
                     ps->arr[ps->n_ecols > LIM_COLS ? A_ECOLS : A_GCOLS].hdr, LIM_COLS);
     ps->ed = 1 + ps->n_ecols;
     ps->gd = 1 + ps->n_gcols;
-    ps->grows = moe_tree_layout(&ps->tree, ps->gd, NULL, NULL);
+    moe_net_init(&ps->net[0], ps->ed, &ps->arch[0]);
+    moe_net_init(&ps->net[1], ps->gd, &ps->arch[1]);
+    size_t eh = ps->net[0].head_in, gh = ps->net[1].head_in;
+    ps->grows = moe_tree_layout(&ps->tree, gh, NULL, NULL);
 
-    size_t n_gate = 0, n_coef = 0, n_cov = 0;
-    if (!mul_ok(ps->grows, ps->gd, &n_gate) || !mul_ok(ps->K, ps->coef_rows, &n_coef) ||
-        !mul_ok(n_coef, ps->ed, &n_coef) || !mul_ok(ps->K, ps->P, &n_cov) ||
-        !mul_ok(n_cov, ps->P, &n_cov))
+    size_t n_gate = 0, n_coef = 0, n_cov = 0, n_ew = 0, n_gw = 0;
+    if (!mul_ok(ps->grows, gh, &n_gate) || !mul_ok(ps->K, ps->coef_rows, &n_coef) ||
+        !mul_ok(n_coef, eh, &n_coef) || !mul_ok(ps->K, ps->P, &n_cov) ||
+        !mul_ok(n_cov, ps->P, &n_cov) || !mul_ok(ps->K, ps->net[0].n_w, &n_ew) ||
+        !mul_ok(ps->G, ps->net[1].n_w, &n_gw))
         return fail(r, MOE_STATUS_FORMAT, "byte %zu: array sizes overflow", ps->kv_end);
     size_t n_ev = ps->arr[A_EV_KIND].count;
     const struct {
@@ -1010,8 +1081,8 @@ static moe_status check_arrays(rd *r, parsed *ps) {
         {A_Y_MEAN, ps->P, "n_outputs"},
         {A_Y_SCALE, ps->P, "n_outputs"},
         {A_GATE_NCH, ps->G, "one per gate"},
-        {A_GATE_COEF, n_gate, "gate rows x (1 + gate columns)"},
-        {A_COEF, n_coef, "experts x rows x (1 + expert columns)"},
+        {A_GATE_COEF, n_gate, "gate rows x gate head width"},
+        {A_COEF, n_coef, "experts x rows x expert head width"},
         {A_COV, n_cov, "experts x outputs x outputs"},
         {A_TRACE, ps->arr[A_TRACE].count, ""},
         {A_EV_KIND, n_ev, ""},
@@ -1032,6 +1103,15 @@ static moe_status check_arrays(rd *r, parsed *ps) {
     if ((st = check_finite(r, ps, A_Y_SCALE, 1)) != MOE_STATUS_OK) return st;
     if ((st = check_finite(r, ps, A_GATE_COEF, 0)) != MOE_STATUS_OK) return st;
     if ((st = check_finite(r, ps, A_COEF, 0)) != MOE_STATUS_OK) return st;
+    /* version 2: hidden weights (a version-1 file has none, so linear nodes) */
+    if (ps->version >= 2 || ps->arr[A_E_W].seen)
+        if ((st = check_count(r, ps, A_E_W, n_ew, "experts x hidden weights")) != MOE_STATUS_OK ||
+            (st = check_finite(r, ps, A_E_W, 0)) != MOE_STATUS_OK)
+            return st;
+    if (ps->version >= 2 || ps->arr[A_G_W].seen)
+        if ((st = check_count(r, ps, A_G_W, n_gw, "gates x hidden weights")) != MOE_STATUS_OK ||
+            (st = check_finite(r, ps, A_G_W, 0)) != MOE_STATUS_OK)
+            return st;
 
     /* gate_nch must be the breadth-first layout of the tree */
     {
@@ -1139,6 +1219,9 @@ static moe_status build(rd *r, const parsed *ps, moe_model **out) {
     tmpl.n_gcols = ps->n_gcols;
     tmpl.n_out = ps->P;
     tmpl.n_cls = ps->C;
+    tmpl.enet = ps->net[0];
+    tmpl.gnet = ps->net[1];
+    tmpl.top_k = ps->version >= 2 ? (size_t)ps->raw[K_TOP_K] : 0;
     ecols = malloc((ps->n_ecols + 1) * sizeof *ecols);
     gcols = malloc((ps->n_gcols + 1) * sizeof *gcols);
     if (!ecols || !gcols) goto done;
@@ -1149,6 +1232,7 @@ static moe_status build(rd *r, const parsed *ps, moe_model **out) {
     m = moe_model_alloc(&tmpl, ecols, gcols);
     if (!m) goto done;
     if (m->n_leaves != ps->K || m->n_gates != ps->G || m->ed != ps->ed || m->gd != ps->gd ||
+        m->enet.n_w != ps->net[0].n_w || m->gnet.n_w != ps->net[1].n_w ||
         m->coef_rows != ps->coef_rows) {
         st = fail(r, MOE_STATUS_FORMAT, "internal error: model shape disagrees with the file");
         goto done;
@@ -1159,6 +1243,8 @@ static moe_status build(rd *r, const parsed *ps, moe_model **out) {
     load_f64(r, &ps->arr[A_Y_SCALE], m->y_scale);
     load_f64(r, &ps->arr[A_GATE_COEF], m->gate_coef);
     load_f64(r, &ps->arr[A_COEF], m->coef);
+    if (ps->arr[A_E_W].seen) load_f64(r, &ps->arr[A_E_W], m->e_w);
+    if (ps->arr[A_G_W].seen) load_f64(r, &ps->arr[A_G_W], m->g_w);
     load_f64(r, &ps->arr[A_COV], m->cov);
     if (moe_model_refresh_chol(m) != 0) {
         st = fail(r, MOE_STATUS_FORMAT, "a covariance is not positive definite");
@@ -1317,6 +1403,7 @@ static moe_status parse_buffer(const unsigned char *p, size_t size, const char *
                   LIM_ARRAYS);
         goto done;
     }
+    ps.version = version;
     for (uint64_t i = 0; i < n_kv; i++)
         if ((st = parse_kv(&r, &ps, i)) != MOE_STATUS_OK) goto done;
     ps.kv_end = r.pos;

@@ -17,6 +17,7 @@
 
 typedef struct pred_ctx {
     const moe_model *m;
+    size_t max_active;   /* top-k models: b.act's row stride */
     moe_nodes nd;
     moe_block b;
     double *qbuf; /* [3K] gate probabilities, means and sds of one row */
@@ -25,6 +26,7 @@ typedef struct pred_ctx {
 static moe_status ctx_init(pred_ctx *c, const moe_model *m) {
     memset(c, 0, sizeof *c);
     c->m = m;
+    c->max_active = moe_model_max_active(m);
     if (moe_nodes_init(&c->nd, m) != MOE_STATUS_OK) return MOE_STATUS_NO_MEMORY;
     c->qbuf = malloc(3 * m->n_leaves * sizeof(double));
     if (!c->qbuf || moe_block_alloc(&c->b, m, &c->nd) != MOE_STATUS_OK) {
@@ -59,6 +61,20 @@ static moe_status check_rows(const moe_model *m, size_t n, const double *x, size
     return MOE_STATUS_OK;
 }
 
+/* The leaves whose outputs row i of the block needs: every leaf (*act
+ * NULL: leaf j is j), or with top-k gates the active ones. */
+static size_t row_leaves(const pred_ctx *c, size_t i, const size_t **act) {
+    if (c->m->top_k == 0) {
+        *act = NULL;
+        return c->m->n_leaves;
+    }
+    *act = c->b.act + i * c->max_active;
+    return c->b.n_act[i];
+}
+
+/* What for_blocks evaluates besides the gates. */
+enum { EXPERTS_NONE = 0, EXPERTS_ALL = 1, EXPERTS_ACTIVE = 2 };
+
 /* Per-row output callback: block rows are [r0, r0 + nb). */
 typedef void (*row_fn)(const pred_ctx *c, size_t r0, size_t nb, void *arg);
 
@@ -84,7 +100,10 @@ static moe_status for_blocks(const moe_model *m, size_t n, const double *x, size
             size_t r0 = blk * MOE_BLOCK_ROWS;
             size_t nb = n - r0 < MOE_BLOCK_ROWS ? n - r0 : MOE_BLOCK_ROWS;
             moe_block_gates(m, &c.nd, &c.b, nb, x + r0 * ld, ld);
-            if (experts) moe_block_experts(m, &c.b, nb);
+            if (experts == EXPERTS_ACTIVE && m->top_k > 0)
+                moe_block_experts_sparse(m, &c.b, nb); /* only the selected experts */
+            else if (experts != EXPERTS_NONE)
+                moe_block_experts(m, &c.b, nb);
             fn(&c, r0, nb, arg);
         }
         if (ok) ctx_free(&c);
@@ -104,7 +123,7 @@ static void gates_rows(const pred_ctx *c, size_t r0, size_t nb, void *arg) {
 moe_status moe_model_predict_gates(const moe_model *m, size_t n, const double *x, size_t ld,
                                    double *gates, moe_error *err) {
     if (!m || !gates) return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "null argument");
-    return for_blocks(m, n, x, ld, 0, gates_rows, gates, err);
+    return for_blocks(m, n, x, ld, EXPERTS_NONE, gates_rows, gates, err);
 }
 
 static void expert_rows(const pred_ctx *c, size_t r0, size_t nb, void *arg) {
@@ -122,7 +141,7 @@ static void expert_rows(const pred_ctx *c, size_t r0, size_t nb, void *arg) {
 moe_status moe_model_predict_expert(const moe_model *m, size_t n, const double *x, size_t ld,
                                     int32_t *out, moe_error *err) {
     if (!m || !out) return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "null argument");
-    return for_blocks(m, n, x, ld, 0, expert_rows, out, err);
+    return for_blocks(m, n, x, ld, EXPERTS_NONE, expert_rows, out, err);
 }
 
 /* ---- experts ------------------------------------------------------------------ */
@@ -159,7 +178,7 @@ moe_status moe_model_predict_experts(const moe_model *m, size_t n, const double 
     if (sd && m->task != MOE_TASK_REGRESSION)
         return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "sd is for regression models only");
     experts_arg a = {mean, sd};
-    return for_blocks(m, n, x, ld, 1, experts_rows, &a, err);
+    return for_blocks(m, n, x, ld, EXPERTS_ALL, experts_rows, &a, err);
 }
 
 /* ---- mixture mean and variance --------------------------------------------------- */
@@ -174,9 +193,12 @@ static void mean_rows(const pred_ctx *c, size_t r0, size_t nb, void *arg) {
     size_t K = m->n_leaves, P = m->n_out, NN = c->nd.n_nodes, G = m->n_gates;
     for (size_t i = 0; i < nb; i++) {
         const double *lp = c->b.lp + i * NN + G;
+        const size_t *act;
+        size_t na = row_leaves(c, i, &act);
         for (size_t p = 0; p < P; p++) {
             double mu = 0.0, m2 = 0.0;
-            for (size_t k = 0; k < K; k++) {
+            for (size_t j = 0; j < na; j++) {
+                size_t k = act ? act[j] : j;
                 double g = exp(lp[k]);
                 double e = c->b.eo[(i * K + k) * P + p];
                 mu += g * e;
@@ -196,7 +218,7 @@ moe_status moe_model_predict_mean(const moe_model *m, size_t n, const double *x,
     if (m->task != MOE_TASK_REGRESSION)
         return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "mean: a classification model");
     mean_arg a = {mean, var};
-    return for_blocks(m, n, x, ld, 1, mean_rows, &a, err);
+    return for_blocks(m, n, x, ld, EXPERTS_ACTIVE, mean_rows, &a, err);
 }
 
 /* ---- quantiles ---------------------------------------------------------------------- */
@@ -243,16 +265,19 @@ static void quant_rows(const pred_ctx *c, size_t r0, size_t nb, void *arg) {
     size_t K = m->n_leaves, P = m->n_out, NN = c->nd.n_nodes, G = m->n_gates;
     double *g = c->qbuf, *mu = g + K, *s = g + 2 * K;
     for (size_t i = 0; i < nb; i++) {
-        for (size_t k = 0; k < K; k++) g[k] = exp(c->b.lp[i * NN + G + k]);
+        const size_t *act;
+        size_t na = row_leaves(c, i, &act);
+        for (size_t j = 0; j < na; j++) g[j] = exp(c->b.lp[i * NN + G + (act ? act[j] : j)]);
         for (size_t pp = 0; pp < a->np; pp++) {
             size_t p = a->p0 + pp;
-            for (size_t k = 0; k < K; k++) {
-                mu[k] = c->b.eo[(i * K + k) * P + p];
-                s[k] = sqrt(m->cov[(k * P + p) * P + p]);
+            for (size_t j = 0; j < na; j++) {
+                size_t k = act ? act[j] : j;
+                mu[j] = c->b.eo[(i * K + k) * P + p];
+                s[j] = sqrt(m->cov[(k * P + p) * P + p]);
             }
             for (size_t j = 0; j < a->n_probs; j++)
                 a->outs[j][(r0 + i) * a->np + pp] =
-                    m->y_mean[p] + m->y_scale[p] * mixture_quantile(K, g, mu, s, a->probs[j]);
+                    m->y_mean[p] + m->y_scale[p] * mixture_quantile(na, g, mu, s, a->probs[j]);
         }
     }
 }
@@ -270,7 +295,7 @@ moe_status moe_model_predict_quantile(const moe_model *m, size_t n, const double
                        prob);
     double *outs[1] = {out};
     quant_arg a = {1, &prob, output, 1, outs};
-    return for_blocks(m, n, x, ld, 1, quant_rows, &a, err);
+    return for_blocks(m, n, x, ld, EXPERTS_ACTIVE, quant_rows, &a, err);
 }
 
 moe_status moe_model_predict_interval(const moe_model *m, size_t n, const double *x, size_t ld,
@@ -283,7 +308,7 @@ moe_status moe_model_predict_interval(const moe_model *m, size_t n, const double
     double probs[2] = {0.5 * (1.0 - level), 0.5 * (1.0 + level)};
     double *outs[2] = {lower, upper};
     quant_arg a = {2, probs, 0, m->n_out, outs};
-    return for_blocks(m, n, x, ld, 1, quant_rows, &a, err);
+    return for_blocks(m, n, x, ld, EXPERTS_ACTIVE, quant_rows, &a, err);
 }
 
 /* ---- classification ------------------------------------------------------------------ */
@@ -295,7 +320,10 @@ static void proba_rows(const pred_ctx *c, size_t r0, size_t nb, void *arg) {
     for (size_t i = 0; i < nb; i++) {
         double *o = out + (r0 + i) * C;
         for (size_t cl = 0; cl < C; cl++) o[cl] = 0.0;
-        for (size_t k = 0; k < K; k++) {
+        const size_t *act;
+        size_t na = row_leaves(c, i, &act);
+        for (size_t j = 0; j < na; j++) {
+            size_t k = act ? act[j] : j;
             double g = exp(c->b.lp[i * NN + G + k]);
             for (size_t cl = 0; cl < C; cl++) o[cl] += g * exp(c->b.eo[(i * K + k) * C + cl]);
         }
@@ -307,7 +335,7 @@ moe_status moe_model_predict_proba(const moe_model *m, size_t n, const double *x
     if (!m || !proba) return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "null argument");
     if (m->task != MOE_TASK_CLASSIFICATION)
         return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "proba: a regression model");
-    return for_blocks(m, n, x, ld, 1, proba_rows, proba, err);
+    return for_blocks(m, n, x, ld, EXPERTS_ACTIVE, proba_rows, proba, err);
 }
 
 /* ---- densities and posteriors given the target --------------------------------------- */
@@ -361,7 +389,7 @@ static moe_status with_target(const moe_model *m, const moe_dataset *d, double *
         return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "the data has %zu columns, the model %zu",
                        d->n_cols, m->n_cols);
     target_arg a = {d, logdens, post, shift};
-    return for_blocks(m, d->n_rows, d->x, d->ld_x, 1, target_rows, &a, err);
+    return for_blocks(m, d->n_rows, d->x, d->ld_x, EXPERTS_ALL, target_rows, &a, err);
 }
 
 moe_status moe_model_log_density(const moe_model *m, const moe_dataset *d, double *out,

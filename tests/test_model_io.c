@@ -376,11 +376,11 @@ static void test_layout(void) {
     REQUIRE(ok1, "save");
     unsigned char *b = vb;
     CHECK(n >= 44 && memcmp(b, "MOEMODEL", 8) == 0, "magic");
-    CHECK(rd32(b + 8) == 1, "version %u", (unsigned)rd32(b + 8));
+    CHECK(rd32(b + 8) == 2, "version %u", (unsigned)rd32(b + 8));
     CHECK(rd32(b + 12) == 0, "reserved");
     CHECK(rd64(b + 16) == n, "file size field");
-    CHECK(rd64(b + 24) == 1 + 18 + 3, "n_kv %llu", (unsigned long long)rd64(b + 24));
-    CHECK(rd64(b + 32) == 16, "n_arrays %llu", (unsigned long long)rd64(b + 32));
+    CHECK(rd64(b + 24) == 1 + 18 + 5 + 3, "n_kv %llu", (unsigned long long)rd64(b + 24));
+    CHECK(rd64(b + 32) == 18, "n_arrays %llu", (unsigned long long)rd64(b + 32));
     CHECK(rd32(b + n - 4) == ref_crc32c(b, n - 4), "checksum");
     uint64_t cnt = 0;
     size_t at = find_array(b, n, "cov", &cnt);
@@ -509,13 +509,13 @@ static void test_newer_version(void) {
     int ok5 = m && moe_model_save_buffer(m, &vb, &n, NULL) == MOE_STATUS_OK;
     REQUIRE(ok5, "save");
     unsigned char *b = vb;
-    wr32(b + 8, 2);
+    wr32(b + 8, 3);
     fix_crc(b, n);
     moe_model *l = NULL;
     moe_error err;
     moe_status st = moe_model_load_buffer(b, n, "future.moe", &l, &err);
     CHECK(st == MOE_STATUS_VERSION && !l, "status %d", (int)st);
-    CHECK(strstr(err.message, "future.moe") && strstr(err.message, "version 2") &&
+    CHECK(strstr(err.message, "future.moe") && strstr(err.message, "version 3") &&
               strstr(err.message, "newer"),
           "message: %s", err.message);
     /* a newer version may change everything after the version field */
