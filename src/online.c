@@ -121,6 +121,7 @@ moe_status moe_train_online(const moe_source *src, const moe_train_params *p,
     for (size_t o = 0; o < m->n_out; o++) shift_per_w -= log(m->y_scale[o]);
 
     size_t t = 0, n_trace = 0;
+    double wbar = 0.0; /* mean minibatch weight */
     double ll_pass = 0.0, sw_pass = 0.0;
     size_t rows_pass = 0;
     for (int pass = 0; pass < op->passes; pass++) {
@@ -141,13 +142,20 @@ moe_status moe_train_online(const moe_source *src, const moe_train_params *p,
             rows_pass += n;
             trace[n_trace++] = ll / sw;
             t++;
-            double eta = t == 1 ? 1.0 : pow((double)t + op->step_t0, -op->step_power);
+            /* A minibatch lighter than the usual (the last one of a pass)
+             * moves the model in proportion to its weight. */
+            wbar = t == 1 ? sw : wbar + (sw - wbar) / (double)t;
+            /* The statistics start from the first minibatch's (eta 1); the
+             * gates' steps follow the schedule from the start. */
+            double eta_g = pow((double)t + op->step_t0, -op->step_power);
+            if (sw < wbar) eta_g *= sw / wbar;
+            double eta = t == 1 ? 1.0 : eta_g;
             /* Sufficient statistics move towards the minibatch's (per unit
-             * weight); the M-step sees them at the minibatch's weight. */
+             * weight); the M-step sees them at a usual minibatch's weight. */
             for (size_t j = 0; j < S; j++) {
                 if (!is_sufficient(f, j)) continue;
                 sbar[j] = (1.0 - eta) * sbar[j] + eta * f->stats[j] / sw;
-                f->stats[j] = sbar[j] * sw;
+                f->stats[j] = sbar[j] * wbar;
             }
             memcpy(old, m->gate_coef, n_gate * sizeof(double));
             if (n_coef) memcpy(old + n_gate, m->coef, n_coef * sizeof(double));
@@ -155,9 +163,9 @@ moe_status moe_train_online(const moe_source *src, const moe_train_params *p,
             moe_fit_mstep(f, 0);
             /* Newton steps of the minibatch, scaled by eta. */
             for (size_t j = 0; j < n_gate; j++)
-                m->gate_coef[j] = old[j] + eta * (m->gate_coef[j] - old[j]);
+                m->gate_coef[j] = old[j] + eta_g * (m->gate_coef[j] - old[j]);
             for (size_t j = 0; j < n_coef; j++)
-                m->coef[j] = old[n_gate + j] + eta * (m->coef[j] - old[n_gate + j]);
+                m->coef[j] = old[n_gate + j] + eta_g * (m->coef[j] - old[n_gate + j]);
             if (p->on_iter) {
                 moe_iter_info info = {pass, op->passes, (int)t, ll / sw, NAN, 0};
                 if (p->on_iter(&info, p->user_data)) {
