@@ -112,6 +112,23 @@ static void text_escaped(cli_buf *b, const char *s) {
 
 #define KEY(b, k) cli_buf_add(b, ",\n  \"" k "\": ")
 
+/* "linear" or "mlp:32,16 tanh". */
+static void net_text(moe_mlp a, char *buf, size_t cap) {
+    if (a.n_hidden == 0) {
+        snprintf(buf, cap, "linear");
+        return;
+    }
+    size_t n = (size_t)snprintf(buf, cap, "mlp:");
+    for (size_t l = 0; l < a.n_hidden && n < cap; l++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%zu", l ? "," : "", a.hidden[l]);
+    if (n < cap) snprintf(buf + n, cap - n, " %s", a.activation == MOE_ACTIVATION_RELU ? "relu" : "tanh");
+}
+
+static int linear_dense(const moe_model *m) {
+    return moe_model_expert_mlp(m).n_hidden == 0 && moe_model_gate_mlp(m).n_hidden == 0 &&
+           moe_model_top_k(m) == 0;
+}
+
 int cli_cmd_inspect(int argc, char **argv) {
     int json = 0;
     const char *data_path = NULL, *sep_text = "auto";
@@ -220,6 +237,16 @@ int cli_cmd_inspect(int argc, char **argv) {
         KEY(&b, "tree");
         cli_buf_json_str(&b, shape_text);
         cli_buf_printf(&b, ",\n  \"n_experts\": %zu,\n  \"n_gates\": %zu", K, G);
+        if (!linear_dense(model)) { /* only models trained with MLP nodes or top-k */
+            char ea[160], ga[160];
+            net_text(moe_model_expert_mlp(model), ea, sizeof ea);
+            net_text(moe_model_gate_mlp(model), ga, sizeof ga);
+            KEY(&b, "expert_net");
+            cli_buf_json_str(&b, ea);
+            KEY(&b, "gate_net");
+            cli_buf_json_str(&b, ga);
+            cli_buf_printf(&b, ",\n  \"top_k\": %zu", moe_model_top_k(model));
+        }
         KEY(&b, "variance");
         if (cls) cli_buf_add(&b, "null");
         else cli_buf_json_str(&b, variance_name(moe_model_variance(model)));
@@ -395,6 +422,14 @@ int cli_cmd_inspect(int argc, char **argv) {
         cli_buf_printf(&b, "creator          %s\n", creator ? creator : "(unknown)");
         cli_buf_printf(&b, "task             %s\n", cls ? "classification" : "regression");
         cli_buf_printf(&b, "tree             %s (%zu experts, %zu gates)\n", shape_text, K, G);
+        if (!linear_dense(model)) {
+            char ea[160], ga[160];
+            net_text(moe_model_expert_mlp(model), ea, sizeof ea);
+            net_text(moe_model_gate_mlp(model), ga, sizeof ga);
+            cli_buf_printf(&b, "expert network   %s\ngate network     %s\ntop-k            %zu%s\n",
+                           ea, ga, moe_model_top_k(model),
+                           moe_model_top_k(model) ? "" : " (dense)");
+        }
         if (!cls)
             cli_buf_printf(&b, "variance         %s\n", variance_name(moe_model_variance(model)));
         cli_buf_add(&b, "targets          ");

@@ -21,6 +21,45 @@ static const char *const variance_names[] = {"iso", "diag", "full", NULL};
 static const char *const init_names[] = {"random", "kmeans", NULL};
 static const char *const criterion_names[] = {"bic", "aic", "icl", NULL};
 static const char *const na_names[] = {"error", "drop", NULL};
+static const char *const trainer_names[] = {"em", "gradient", NULL};
+static const char *const activation_names[] = {"tanh", "relu", NULL};
+static const char *const balance_names[] = {"switch", "cv2", NULL};
+static const char *const objective_names[] = {"competitive", "cooperative", NULL};
+
+/* "linear" or "mlp:32,16" into a network description. Returns 0, or -1
+ * after printing the error. */
+static int parse_net(const char *opt, const char *text, int activation, moe_mlp *out) {
+    memset(out, 0, sizeof *out);
+    out->activation = (moe_activation)activation;
+    if (strcmp(text, "linear") == 0) return 0;
+    if (strncmp(text, "mlp:", 4) != 0 || !text[4]) {
+        cli_error("train", "--%s: '%.40s' is not 'linear' or 'mlp:SIZES' (e.g. mlp:32,32)", opt,
+                  text);
+        return -1;
+    }
+    const char *q = text + 4;
+    while (*q) {
+        char *end;
+        long h = strtol(q, &end, 10);
+        if (end == q || h < 1 || h > 65536 || (*end && *end != ',')) {
+            cli_error("train", "--%s: '%.40s': hidden sizes are integers 1..65536 separated by "
+                               "commas",
+                      opt, text);
+            return -1;
+        }
+        if (out->n_hidden == MOE_MAX_HIDDEN) {
+            cli_error("train", "--%s: at most %d hidden layers", opt, MOE_MAX_HIDDEN);
+            return -1;
+        }
+        out->hidden[out->n_hidden++] = (size_t)h;
+        q = *end ? end + 1 : end;
+        if (*end && !*q) {
+            cli_error("train", "--%s: '%.40s' ends with a comma", opt, text);
+            return -1;
+        }
+    }
+    return 0;
+}
 
 #define MAX_SHAPES 64
 
@@ -31,6 +70,10 @@ typedef struct train_opts {
     int short_iter, quiet;
     uint64_t seed;
     double tol, var_floor, ridge, min_support;
+    /* gradient training */
+    int trainer, activation, top_k, balance_kind, objective, epochs, batch, patience, no_noise;
+    double balance, z_loss, lr, valid, clip, weight_decay;
+    const char *expert, *gate, *init_model;
 } train_opts;
 
 static const cli_command train_cmd = {
@@ -89,33 +132,11 @@ static int resolve_cols(const char *opt, const char *text, const moe_encoder *en
 
 /* Print a training error; it names the data file when the library's
  * message does not already. */
-static void train_error(const moe_table *table, const moe_error *err) {
-    const char *name = moe_table_name(table);
+static void train_error(const char *name, const moe_error *err) {
     if (strncmp(err->message, name, strlen(name)) == 0)
         cli_error("train", "%s", err->message);
     else
         cli_error("train", "%s: %s", name, err->message);
-}
-
-/* A class label must be a text or an integer: a number with a fraction
- * ("2.4") means the target is a measurement, and classifying it would make
- * every distinct value a class. Returns 0, or -1 after printing the first
- * such cell. */
-static int check_labels(const moe_table *table, const moe_encoder *enc) {
-    const char *name = moe_encoder_target_name(enc, 0);
-    size_t j = name ? moe_table_col_index(table, name) : MOE_TABLE_NO_COL;
-    if (j == MOE_TABLE_NO_COL) return 0;
-    for (size_t i = 0; i < moe_table_n_rows(table); i++) {
-        const char *cell = moe_table_cell(table, i, j);
-        double v;
-        if (cell && moe_parse_double(cell, &v) && v != floor(v)) {
-            cli_error("train", "%s:%zu:%zu (column '%s'): '%.40s' cannot be a class label (a "
-                               "number with a fraction; use --task regression)",
-                      moe_table_name(table), moe_table_row_line(table, i), j + 1, name, cell);
-            return -1;
-        }
-    }
-    return 0;
 }
 
 static const char *base_name(const char *path) {
@@ -171,6 +192,43 @@ static void log_routing(const moe_model *model, const moe_encoded *data) {
     moe_routing_free(&r);
 }
 
+/* Open a .moed training file: its header and encoder (a copy into *enc)
+ * and a row source over all its rows. The data options belong to `moe
+ * convert` then. Returns 0, or -1 after printing the error. */
+static int train_moed_open(const char *path, const cli_opt *opts, size_t n_opts, moe_moed **moed,
+                           moe_encoder **enc, moe_source *src) {
+    static const char *const data_opts[] = {"target", "task", "features", "drop",
+                                            "weights", "categorical", "sep", "na"};
+    moe_error err;
+    moe_status st;
+    char *text = NULL;
+    for (size_t i = 0; i < sizeof data_opts / sizeof data_opts[0]; i++) {
+        const cli_opt *o = cli_opt_find(opts, n_opts, data_opts[i]);
+        if (o && o->set) {
+            cli_error("train", "--%s: %s is already encoded (give --%s to 'moe convert')",
+                      data_opts[i], path, data_opts[i]);
+            return -1;
+        }
+    }
+    if ((st = moe_moed_open_header(path, moed, &err)) != MOE_STATUS_OK ||
+        (st = moe_moed_source_open(path, 0, MOE_MOED_ALL_ROWS, src, &err)) != MOE_STATUS_OK) {
+        cli_error("train", "%s", err.message);
+        return -1;
+    }
+    if (!moe_moed_encoder(*moed)) {
+        cli_error("train", "%s: no column names (not written by 'moe convert')", path);
+        return -1;
+    }
+    if ((st = moe_encoder_to_string(moe_moed_encoder(*moed), &text, &err)) != MOE_STATUS_OK ||
+        (st = moe_encoder_from_string(text, enc, &err)) != MOE_STATUS_OK) {
+        free(text);
+        cli_error("train", "%s", err.message);
+        return -1;
+    }
+    free(text);
+    return 0;
+}
+
 int cli_cmd_train(int argc, char **argv) {
     moe_train_params lib = moe_train_params_default();
     train_opts o;
@@ -191,6 +249,23 @@ int cli_cmd_train(int argc, char **argv) {
     o.var_floor = lib.var_floor;
     o.ridge = lib.ridge;
     o.min_support = lib.min_support;
+    moe_grad_params glib = moe_grad_params_default();
+    o.trainer = 0;
+    o.expert = "linear";
+    o.gate = "linear";
+    o.activation = (int)glib.expert.activation;
+    o.top_k = (int)glib.top_k;
+    o.balance = glib.balance;
+    o.balance_kind = (int)glib.balance_kind;
+    o.z_loss = glib.z_loss;
+    o.objective = (int)glib.objective;
+    o.epochs = glib.epochs;
+    o.batch = (int)glib.batch;
+    o.lr = glib.lr;
+    o.valid = glib.valid;
+    o.patience = glib.patience;
+    o.clip = glib.clip;
+    o.weight_decay = glib.weight_decay;
 
     cli_opt opts[] = {
         {'y', "target", CLI_OPT_STRING, &o.target, "NAMES", 0, 0, NULL, "Data",
@@ -243,6 +318,42 @@ int cli_cmd_train(int argc, char **argv) {
          "relative ridge added to every linear system", NULL, 0},
         {'m', "min-support", CLI_OPT_DOUBLE, &o.min_support, "W", -1, 1e15, NULL, NULL,
          "freeze experts with less weight (-1: inputs+2)", NULL, 0},
+        {0, "trainer", CLI_OPT_CHOICE, &o.trainer, NULL, 0, 0, trainer_names, "Gradient training",
+         "EM, or minibatch gradient (MLP nodes, top-k gates)", NULL, 0},
+        {0, "expert", CLI_OPT_STRING, &o.expert, "linear|mlp:H,..", 0, 0, NULL, NULL,
+         "experts' network: linear, or hidden layer sizes", NULL, 0},
+        {0, "gate", CLI_OPT_STRING, &o.gate, "linear|mlp:H,..", 0, 0, NULL, NULL,
+         "gates' network: linear, or hidden layer sizes", NULL, 0},
+        {0, "activation", CLI_OPT_CHOICE, &o.activation, NULL, 0, 0, activation_names, NULL,
+         "hidden units of MLP experts and gates", NULL, 0},
+        {0, "top-k", CLI_OPT_INT, &o.top_k, "K", 0, 4096, NULL, NULL,
+         "each gate keeps its K best children (0: dense)", NULL, 0},
+        {0, "no-noise", CLI_OPT_FLAG, &o.no_noise, NULL, 0, 0, NULL, NULL,
+         "top-k selection without training noise", NULL, 0},
+        {0, "balance", CLI_OPT_DOUBLE, &o.balance, "COEF", 0, 1e6, NULL, NULL,
+         "load-balancing loss coefficient", NULL, 0},
+        {0, "balance-kind", CLI_OPT_CHOICE, &o.balance_kind, NULL, 0, 0, balance_names, NULL,
+         "switch: n sum f P; cv2: CV^2 of importance and load", NULL, 0},
+        {0, "z-loss", CLI_OPT_DOUBLE, &o.z_loss, "COEF", 0, 1e6, NULL, NULL,
+         "router z-loss coefficient", NULL, 0},
+        {0, "objective", CLI_OPT_CHOICE, &o.objective, NULL, 0, 0, objective_names, NULL,
+         "mixture likelihood, or squared error of the blend", NULL, 0},
+        {0, "epochs", CLI_OPT_INT, &o.epochs, "N", 1, 10000000, NULL, NULL,
+         "passes over the training rows at most", NULL, 0},
+        {0, "batch", CLI_OPT_INT, &o.batch, "N", 1, 1000000, NULL, NULL,
+         "rows per gradient step", NULL, 0},
+        {0, "lr", CLI_OPT_DOUBLE, &o.lr, "RATE", 1e-12, 10, NULL, NULL,
+         "peak learning rate (warm-up, then cosine decay)", NULL, 0},
+        {0, "valid", CLI_OPT_DOUBLE, &o.valid, "FRACTION", 0, 0.9, NULL, NULL,
+         "rows held out for early stopping (0: none)", NULL, 0},
+        {0, "patience", CLI_OPT_INT, &o.patience, "N", 0, 10000000, NULL, NULL,
+         "stop after N epochs without improvement (0: never)", NULL, 0},
+        {0, "clip", CLI_OPT_DOUBLE, &o.clip, "NORM", 0, 1e12, NULL, NULL,
+         "clip the gradient's norm (0: never)", NULL, 0},
+        {0, "weight-decay", CLI_OPT_DOUBLE, &o.weight_decay, "W", 0, 0.999, NULL, NULL,
+         "decoupled weight decay of hidden layers", NULL, 0},
+        {0, "init-model", CLI_OPT_STRING, &o.init_model, "MODEL", 0, 0, NULL, NULL,
+         "start from this model (e.g. fitted by EM)", "none", 0},
         {'o', "out", CLI_OPT_STRING, &o.out, "MODEL", 0, 0, NULL, "Output",
          "model file ('-' = stdout)", "DATA.moe", 0},
         {'q', "quiet", CLI_OPT_FLAG, &o.quiet, NULL, 0, 0, NULL, NULL,
@@ -261,7 +372,15 @@ int cli_cmd_train(int argc, char **argv) {
     moe_table *table = NULL;
     moe_encoder *enc = NULL;
     moe_encoded *data = NULL;
-    moe_model *model = NULL;
+    moe_model *model = NULL, *init_model = NULL;
+    moe_grad_params gp = moe_grad_params_default();
+    moe_moed *moed = NULL;   /* DATA is a .moed file: its header and encoder */
+    moe_source src;          /* and its rows, streamed */
+    memset(&src, 0, sizeof src);
+    moe_dataset ds;
+    memset(&ds, 0, sizeof ds);
+    const char *data_name = NULL;
+    size_t n_dropped = 0, n_ecols = 0, n_gcols = 0;
     char **targets = NULL, **features = NULL, **drops = NULL, **cats = NULL;
     size_t n_targets = 0, n_features = 0, n_drops = 0, n_cats = 0;
     size_t *ecols = NULL, *gcols = NULL;
@@ -330,6 +449,52 @@ int cli_cmd_train(int argc, char **argv) {
         cli_error("train", "--criterion needs --select");
         goto done;
     }
+    /* Gradient training: its options, and none of EM's. */
+    {
+        static const char *const grad_only[] = {"expert", "gate", "activation", "top-k",
+                                                "no-noise", "balance", "balance-kind", "z-loss",
+                                                "objective", "epochs", "batch", "lr", "valid",
+                                                "patience", "clip", "weight-decay", "init-model"};
+        static const char *const em_only[] = {"init", "max-iter", "tol", "short-iter", "ridge",
+                                              "min-support", "select", "criterion"};
+        for (size_t i = 0; i < sizeof grad_only / sizeof grad_only[0]; i++)
+            if (!o.trainer && cli_opt_find(opts, n_opts, grad_only[i])->set) {
+                cli_error("train", "--%s needs --trainer gradient", grad_only[i]);
+                goto done;
+            }
+        for (size_t i = 0; i < sizeof em_only / sizeof em_only[0]; i++)
+            if (o.trainer && cli_opt_find(opts, n_opts, em_only[i])->set) {
+                cli_error("train", "--%s is an EM option (not with --trainer gradient)",
+                          em_only[i]);
+                goto done;
+            }
+        if (o.trainer) {
+            if (parse_net("expert", o.expert, o.activation, &gp.expert) != 0 ||
+                parse_net("gate", o.gate, o.activation, &gp.gate) != 0)
+                goto done;
+            gp.top_k = (size_t)o.top_k;
+            gp.noisy = !o.no_noise;
+            gp.balance = o.balance;
+            gp.balance_kind = (moe_balance)o.balance_kind;
+            gp.z_loss = o.z_loss;
+            gp.objective = (moe_objective)o.objective;
+            gp.epochs = o.epochs;
+            gp.batch = (size_t)o.batch;
+            gp.lr = o.lr;
+            gp.valid = o.valid;
+            gp.patience = o.patience;
+            gp.clip = o.clip;
+            gp.weight_decay = o.weight_decay;
+            if (o.init_model) {
+                if ((st = moe_model_load(o.init_model, &init_model, &err)) != MOE_STATUS_OK) {
+                    cli_error("train", "--init-model: %s", err.message);
+                    rc = cli_exit_code(st);
+                    goto done;
+                }
+                gp.init = init_model;
+            }
+        }
+    }
     if (o.select) {
         if (moe_tree_shape_parse_list(o.select, shapes, MAX_SHAPES, &n_shapes, &err) !=
             MOE_STATUS_OK) {
@@ -374,6 +539,15 @@ int cli_cmd_train(int argc, char **argv) {
         goto done;
     }
 
+    /* A .moed file: already encoded; train from it as a stream. */
+    if (cli_is_moed(data_path)) {
+        if (train_moed_open(data_path, opts, n_opts, &moed, &enc, &src) != 0) goto done;
+        data_name = data_path;
+        n_dropped = moe_moed_n_dropped(moed);
+        ds = moe_moed_dataset(moed);
+        goto have_encoder;
+    }
+
     /* Read and encode. */
     if ((st = cli_read_table(data_path, sep, &table, &err)) != MOE_STATUS_OK) {
         cli_error("train", "%s", err.message);
@@ -397,16 +571,18 @@ int cli_cmd_train(int argc, char **argv) {
         rc = cli_exit_code(st);
         goto done;
     }
-    if (moe_encoder_task(enc) == MOE_TASK_CLASSIFICATION && check_labels(table, enc) != 0)
+    if (moe_encoder_task(enc) == MOE_TASK_CLASSIFICATION &&
+        cli_check_labels("train", table, enc) != 0)
         goto done;
+have_encoder:;
     size_t nf = moe_encoder_n_features(enc);
     ecols = malloc((nf + 1) * sizeof *ecols);
     gcols = malloc((nf + 1) * sizeof *gcols);
     if (!ecols || !gcols) goto oom;
-    size_t n_ecols, n_gcols;
     if (resolve_cols("expert-features", o.expert_features, enc, ecols, &n_ecols) != 0 ||
         resolve_cols("gate-features", o.gate_features, enc, gcols, &n_gcols) != 0)
         goto done;
+    if (moed) goto have_data; /* already encoded, with every input it has */
 
     /* Without --features, inputs neither the experts nor the gates use are
      * left out, so predict files need not have them. */
@@ -501,8 +677,11 @@ int cli_cmd_train(int argc, char **argv) {
     if (data->n_dropped && !o.quiet)
         cli_note("train", "%s: dropped %zu of %zu rows with missing values",
                  moe_table_name(table), data->n_dropped, moe_table_n_rows(table));
-    moe_dataset ds = moe_encoded_dataset(data);
+    ds = moe_encoded_dataset(data);
+    data_name = moe_table_name(table);
+    n_dropped = data->n_dropped;
 
+have_data:
     /* Parameters. */
     moe_train_params p = lib;
     p.task = moe_encoder_task(enc);
@@ -524,8 +703,14 @@ int cli_cmd_train(int argc, char **argv) {
     p.min_support = o.min_support;
     for (size_t s = 0; s < n_shapes; s++) {
         p.tree = shapes[s];
-        if ((st = moe_train_params_check(&p, &ds, &err)) != MOE_STATUS_OK) {
-            train_error(table, &err);
+        if (o.trainer && moed) {
+            cli_error("train", "--trainer gradient reads CSV files, not .moed");
+            goto done;
+        }
+        st = o.trainer ? moe_grad_params_check(&gp, &p, &ds, &err)
+                       : moe_train_params_check(&p, moed ? NULL : &ds, &err);
+        if (st != MOE_STATUS_OK) {
+            train_error(data_name, &err);
             rc = cli_exit_code(st);
             goto done;
         }
@@ -547,7 +732,9 @@ int cli_cmd_train(int argc, char **argv) {
         p.tree = shapes[s];
         moe_model *m = NULL;
         scores[s] = 0.0 / 0.0;
-        st = moe_train(&ds, &p, &m, &err);
+        st = moed       ? moe_train_source(&src, &p, &m, &err)
+             : o.trainer ? moe_train_gradient(&ds, &p, &gp, &m, &err)
+                         : moe_train(&ds, &p, &m, &err);
         if (st != MOE_STATUS_OK) {
             if (st == MOE_STATUS_CANCELLED || cli_interrupted()) {
                 cli_progress_done(&prog);
@@ -559,7 +746,7 @@ int cli_cmd_train(int argc, char **argv) {
             if (st == MOE_STATUS_NO_MEMORY || !o.select) {
                 cli_progress_done(&prog);
                 prog_on = 0;
-                train_error(table, &err);
+                train_error(data_name, &err);
                 rc = cli_exit_code(st);
                 goto done;
             }
@@ -590,7 +777,7 @@ int cli_cmd_train(int argc, char **argv) {
     cli_progress_done(&prog);
     prog_on = 0;
     if (!model) {
-        cli_error("train", "%s: every shape failed; last: %s", moe_table_name(table),
+        cli_error("train", "%s: every shape failed; last: %s", data_name,
                   last_err.message);
         rc = cli_exit_code(last);
         goto done;
@@ -666,7 +853,19 @@ int cli_cmd_train(int argc, char **argv) {
               meta_setting(model, "tree", shape_text) ||
               (moe_encoder_task(enc) == MOE_TASK_REGRESSION &&
                meta_setting(model, "variance", variance_names[o.variance])) ||
-              meta_setting(model, "init", init_names[o.init]);
+              (o.trainer ? meta_setting(model, "trainer", "gradient") ||
+                               meta_setting(model, "expert", o.expert) ||
+                               meta_setting(model, "gate", o.gate) ||
+                               meta_setting(model, "activation", activation_names[o.activation]) ||
+                               meta_setting(model, "objective", objective_names[o.objective]) ||
+                               meta_num(model, "top_k", o.top_k) ||
+                               meta_num(model, "balance", o.balance) ||
+                               meta_setting(model, "balance_kind", balance_names[o.balance_kind]) ||
+                               meta_num(model, "z_loss", o.z_loss) ||
+                               meta_num(model, "epochs", o.epochs) ||
+                               meta_num(model, "batch", o.batch) || meta_num(model, "lr", o.lr) ||
+                               meta_num(model, "valid", o.valid)
+                         : meta_setting(model, "init", init_names[o.init]));
         snprintf(buf, sizeof buf, "%d", o.restarts);
         bad = bad || meta_setting(model, "restarts", buf);
         snprintf(buf, sizeof buf, "%" PRIu64, o.seed);
@@ -678,9 +877,10 @@ int cli_cmd_train(int argc, char **argv) {
               meta_num(model, "var_floor", o.var_floor) || meta_num(model, "ridge", o.ridge) ||
               meta_num(model, "min_support", o.min_support) ||
               meta_setting(model, "na", na_names[o.na]);
-        snprintf(buf, sizeof buf, "%zu", data->n_dropped);
+        snprintf(buf, sizeof buf, "%zu", n_dropped);
         bad = bad || meta_setting(model, "rows_dropped", buf);
-        if (o.weights) bad = bad || meta_setting(model, "weights", o.weights);
+        if (moe_encoder_weights_name(enc))
+            bad = bad || meta_setting(model, "weights", moe_encoder_weights_name(enc));
         if (o.select) {
             b.len = 0;
             for (size_t s = 0; s < n_shapes; s++) {
@@ -732,9 +932,12 @@ done:
     free(bytes);
     cli_buf_free(&b);
     moe_model_free(model);
+    moe_model_free(init_model);
     moe_encoded_free(data);
     moe_encoder_free(enc);
     moe_table_free(table);
+    moe_moed_source_close(&src);
+    moe_moed_close(moed);
     free(ecols);
     free(gcols);
     free(used);
