@@ -41,7 +41,7 @@ TOOL_OBJ := $(TOOL_SRC:tools/%.c=$(BUILD)/obj/tools/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all lib check sanitize clean install uninstall deps bench bench-sparse-em bench-stream fuzz examples
+.PHONY: all lib check sanitize clean install uninstall deps bench bench-sparse bench-sparse-em bench-stream fuzz examples
 
 all: lib $(if $(TOOL_SRC),$(BUILD)/moe $(BUILD)/moe-mpi) $(TEST_BIN)
 
@@ -215,3 +215,12 @@ bench-stream: $(BUILD)/bench_stream
 
 bench-sparse-em: $(BUILD)/bench_sparse_em
 	for d in 10 32 50; do $(BUILD)/bench_sparse_em 100000 $$d 64 2 || exit 1; done
+
+# bench-sparse: prediction with 256 experts and a top-2 gate against dense
+# prediction of the same experts (bench/bench_sparse.c; well under a minute).
+$(BUILD)/bench_sparse: bench/bench_sparse.c include/moe.h $(BUILD)/libmoe.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libmoe.a $(LDLIBS_ALL)
+
+bench-sparse: $(BUILD)/bench_sparse
+	$(BUILD)/bench_sparse

@@ -11,8 +11,8 @@
  *     test NLL on mcycle_train/test;
  *   - an ME of MLP experts beats one multinomial logistic regression in test
  *     accuracy on vowel_train/test.
- * MOE_TEST_LIGHT=1 (set by `make sanitize`) shortens the acceptance runs
- * (fewer epochs and restarts, looser thresholds checked only for sanity).
+ * MOE_TEST_SMALL=1 (set by `make sanitize`) shortens the acceptance runs
+ * (fewer epochs and restarts; their thresholds are then only sanity checks).
  */
 #include "check.h"
 #include "moe_impl.h"
@@ -20,7 +20,7 @@
 #include <omp.h>
 
 static inline int light(void) {
-    const char *e = getenv("MOE_TEST_LIGHT");
+    const char *e = getenv("MOE_TEST_SMALL");
     return e && *e && strcmp(e, "0") != 0;
 }
 
