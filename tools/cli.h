@@ -183,6 +183,81 @@ const char *cli_feature_name(const cli_model *m, size_t j);
 #define CLI_META_GATE_FEATURES "moe.gate_features"
 #define CLI_META_TRAIN_PREFIX "moe.train."
 
+/* ---- data files and encoding options (data_opts.c) ------------------------ */
+
+/* How a CSV file becomes a data set: the options `moe train` and `moe
+ * convert` share (CLI_ENCODE_OPTIONS puts them in an option table). */
+typedef struct cli_encode_opts {
+    const char *target, *features, *drop, *weights, *categorical, *sep;
+    int task, na;
+    /* the lists split by cli_encode_opts_params */
+    char **targets_v, **features_v, **drop_v, **categorical_v;
+    size_t n_targets, n_features, n_drop, n_categorical;
+} cli_encode_opts;
+
+extern const char *const cli_task_names[];
+extern const char *const cli_na_names[];
+
+/* The "Data" group of option descriptors for a cli_encode_opts `o`. */
+#define CLI_ENCODE_OPTIONS(o)                                                                   \
+    {'y', "target", CLI_OPT_STRING, &(o).target, "NAMES", 0, 0, NULL, "Data",                  \
+     "target column(s); several: multi-output regression", "last column", 0},                  \
+    {'T', "task", CLI_OPT_CHOICE, &(o).task, NULL, 0, 0, cli_task_names, NULL,                 \
+     "regression or classification (auto: see below)", NULL, 0},                               \
+    {'x', "features", CLI_OPT_STRING, &(o).features, "NAMES", 0, 0, NULL, NULL,                \
+     "input columns", "all other columns", 0},                                                 \
+    {'D', "drop", CLI_OPT_STRING, &(o).drop, "NAMES", 0, 0, NULL, NULL,                        \
+     "columns to ignore (ids, leaks)", "none", 0},                                             \
+    {'w', "weights", CLI_OPT_STRING, &(o).weights, "NAME", 0, 0, NULL, NULL,                   \
+     "column of case weights (finite, >= 0)", "none", 0},                                      \
+    {'C', "categorical", CLI_OPT_STRING, &(o).categorical, "NAMES", 0, 0, NULL, NULL,          \
+     "inputs to one-hot encode even if numeric", "text columns", 0},                           \
+    {'F', "sep", CLI_OPT_STRING, &(o).sep, "CHAR", 0, 0, NULL, NULL,                           \
+     "field delimiter: auto, ',', ';', tab", NULL, 0},                                         \
+    {'N', "na", CLI_OPT_CHOICE, &(o).na, NULL, 0, 0, cli_na_names, NULL,                       \
+     "rows with missing values (empty, NA): error or drop", NULL, 0}
+
+/* Number of descriptors CLI_ENCODE_OPTIONS gives. */
+#define CLI_N_ENCODE_OPTIONS 8
+
+void cli_encode_opts_init(cli_encode_opts *o);  /* defaults: sep "auto", the rest empty */
+void cli_encode_opts_free(cli_encode_opts *o);  /* the split lists */
+
+/* Split the lists and fill *ep (pointing into o) and *sep. Returns 0, or
+ * -1 after printing the error as `moe CMD: ...`. */
+int cli_encode_opts_params(const char *cmd, cli_encode_opts *o, moe_encoder_params *ep,
+                           char *sep);
+
+/* A class label must be a text or an integer: a number with a fraction
+ * ("2.4") means the target is a measurement, and classifying it would make
+ * every distinct value a class. Returns 0, or -1 after printing the first
+ * such cell of `table` (file:line:column). */
+int cli_check_labels(const char *cmd, const moe_table *table, const moe_encoder *enc);
+
+/* Is `path` a .moed file: its extension, or its first bytes? */
+int cli_is_moed(const char *path);
+
+/* Rows to predict from or score: a CSV file encoded by the model's encoder,
+ * or a .moed file (memory-mapped; its columns must be encoded as the
+ * model's). */
+typedef struct cli_data {
+    moe_dataset ds;          /* the rows, either way (x has the model's columns) */
+    const char *name;        /* for messages */
+    size_t n_read;           /* rows in the file */
+    size_t n_dropped;        /* rows left out for missing values */
+    moe_table *table;        /* CSV: the table (for --id), else NULL */
+    moe_encoded *encoded;    /* CSV: the encoding (encoded->row maps rows back) */
+    moe_moed *moed;          /* .moed: the mapped file */
+    double *x_owned;         /* .moed whose columns had to be gathered */
+} cli_data;
+
+/* Load the model and the data (CSV through cli_load_and_encode, or .moed).
+ * Prints the error and returns its exit code, or 0. */
+int cli_load_data(const char *cmd, const char *model_path, const char *data_path, char sep,
+                  moe_missing missing, int unseen_zero, moe_target_use target, cli_model *model,
+                  cli_data *data);
+void cli_data_free(cli_data *data);
+
 /* ---- progress (progress.c) ------------------------------------------------ */
 
 typedef struct cli_progress {
@@ -234,5 +309,7 @@ int cli_cmd_train(int argc, char **argv);
 int cli_cmd_predict(int argc, char **argv);
 int cli_cmd_eval(int argc, char **argv);
 int cli_cmd_inspect(int argc, char **argv);
+int cli_cmd_convert(int argc, char **argv);
+int cli_cmd_update(int argc, char **argv);
 
 #endif /* MOE_CLI_H */

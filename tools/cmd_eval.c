@@ -61,8 +61,8 @@ int cli_cmd_eval(int argc, char **argv) {
     int rc = CLI_EXIT_USAGE;
     cli_model m;
     memset(&m, 0, sizeof m);
-    moe_table *table = NULL;
-    moe_encoded *enc = NULL;
+    cli_data data;
+    memset(&data, 0, sizeof data);
     double *mean = NULL, *lower = NULL, *upper = NULL, *logd = NULL, *proba = NULL;
     double *sse = NULL, *sae = NULL, *cov = NULL;
     size_t *confusion = NULL;
@@ -80,19 +80,19 @@ int cli_cmd_eval(int argc, char **argv) {
         cli_error("eval", "--sep: '%.20s' is not a delimiter", o.sep);
         goto done;
     }
-    rc = cli_load_and_encode("eval", pos[0], pos[1], sep,
+    rc = cli_load_data("eval", pos[0], pos[1], sep,
                              o.na ? MOE_MISSING_DROP : MOE_MISSING_ERROR, o.unseen,
-                             MOE_TARGET_USE_REQUIRED, &m, &table, &enc);
+                             MOE_TARGET_USE_REQUIRED, &m, &data);
     if (rc != CLI_EXIT_OK) goto done;
-    if (enc->n_dropped)
-        cli_note("eval", "%s: dropped %zu of %zu rows with missing values", moe_table_name(table),
-                 enc->n_dropped, moe_table_n_rows(table));
+    if (data.n_dropped)
+        cli_note("eval", "%s: dropped %zu of %zu rows with missing values", data.name,
+                 data.n_dropped, data.n_read);
     rc = CLI_EXIT_RUNTIME;
     moe_model *model = m.model;
     int cls = moe_model_task(model) == MOE_TASK_CLASSIFICATION;
-    size_t n = enc->n_rows, d = enc->n_cols, ld = d ? d : 1, nn = n ? n : 1;
+    moe_dataset ds = data.ds;
+    size_t n = ds.n_rows, d = ds.n_cols, ld = d ? d : 1, nn = n ? n : 1;
     size_t P = moe_model_n_outputs(model), C = moe_model_n_classes(model);
-    moe_dataset ds = moe_encoded_dataset(enc);
     logd = malloc(nn * sizeof *logd);
     if (!logd) goto oom;
     if ((st = moe_model_log_density(model, &ds, logd, &err))) goto failed;
@@ -108,14 +108,14 @@ int cli_cmd_eval(int argc, char **argv) {
         sae = calloc(P, sizeof *sae);
         cov = calloc(P, sizeof *cov);
         if (!mean || !lower || !upper || !sse || !sae || !cov) goto oom;
-        if ((st = moe_model_predict_mean(model, n, enc->x, ld, mean, NULL, &err))) goto failed;
-        if ((st = moe_model_predict_interval(model, n, enc->x, ld, o.level, lower, upper,
+        if ((st = moe_model_predict_mean(model, n, ds.x, ld, mean, NULL, &err))) goto failed;
+        if ((st = moe_model_predict_interval(model, n, ds.x, ld, o.level, lower, upper,
                                              &err)))
             goto failed;
         double tse = 0, tae = 0, tcov = 0;
         for (size_t i = 0; i < n; i++)
             for (size_t p = 0; p < P; p++) {
-                double y = enc->y[i * P + p], e = y - mean[i * P + p];
+                double y = ds.y[i * ds.ld_y + p], e = y - mean[i * P + p];
                 sse[p] += e * e;
                 sae[p] += fabs(e);
                 cov[p] += y >= lower[i * P + p] && y <= upper[i * P + p];
@@ -171,13 +171,13 @@ int cli_cmd_eval(int argc, char **argv) {
         proba = malloc(nn * C * sizeof *proba);
         confusion = calloc(C * C, sizeof *confusion);
         if (!proba || !confusion) goto oom;
-        if ((st = moe_model_predict_proba(model, n, enc->x, ld, proba, &err))) goto failed;
+        if ((st = moe_model_predict_proba(model, n, ds.x, ld, proba, &err))) goto failed;
         size_t right = 0;
         for (size_t i = 0; i < n; i++) {
             size_t best = 0;
             for (size_t c = 1; c < C; c++)
                 if (proba[i * C + c] > proba[i * C + best]) best = c;
-            size_t t = (size_t)enc->labels[i];
+            size_t t = (size_t)ds.labels[i];
             right += best == t;
             confusion[t * C + best]++;
         }
@@ -248,8 +248,7 @@ done:
     free(sae);
     free(cov);
     free(confusion);
-    moe_encoded_free(enc);
-    moe_table_free(table);
+    cli_data_free(&data);
     cli_model_free(&m);
     return rc;
 }

@@ -96,8 +96,8 @@ int cli_cmd_predict(int argc, char **argv) {
     int rc = CLI_EXIT_USAGE;
     cli_model m;
     memset(&m, 0, sizeof m);
-    moe_table *table = NULL;
-    moe_encoded *enc = NULL;
+    cli_data data;
+    memset(&data, 0, sizeof data);
     char **items = NULL;
     size_t n_items = 0;
     double *mean = NULL, *var = NULL, *lower = NULL, *upper = NULL, *logd = NULL;
@@ -167,11 +167,11 @@ int cli_cmd_predict(int argc, char **argv) {
         order[n_order++] = found;
     }
 
-    rc = cli_load_and_encode("predict", pos[0], pos[1], sep,
+    rc = cli_load_data("predict", pos[0], pos[1], sep,
                              o.na ? MOE_MISSING_DROP : MOE_MISSING_ERROR, o.unseen,
                              want[ITEM_LOGDENSITY] ? MOE_TARGET_USE_REQUIRED
                                                    : MOE_TARGET_USE_IGNORED,
-                             &m, &table, &enc);
+                             &m, &data);
     if (rc != CLI_EXIT_OK) goto done;
     rc = CLI_EXIT_USAGE;
     moe_model *model = m.model;
@@ -195,19 +195,23 @@ int cli_cmd_predict(int argc, char **argv) {
         }
     }
     size_t id_col = MOE_TABLE_NO_COL;
-    if (o.id && (id_col = moe_table_col_index(table, o.id)) == MOE_TABLE_NO_COL) {
-        cli_error("predict", "%s: --id: no column named '%.60s'", moe_table_name(table), o.id);
+    if (o.id && !data.table) {
+        cli_error("predict", "%s: --id needs a CSV file (a .moed holds no id columns)", data.name);
         goto done;
     }
-    if (enc->n_dropped)
+    if (o.id && (id_col = moe_table_col_index(data.table, o.id)) == MOE_TABLE_NO_COL) {
+        cli_error("predict", "%s: --id: no column named '%.60s'", data.name, o.id);
+        goto done;
+    }
+    if (data.n_dropped)
         cli_note("predict", "%s: dropped %zu of %zu rows with missing values",
-                 moe_table_name(table), enc->n_dropped, moe_table_n_rows(table));
+                 data.name, data.n_dropped, data.n_read);
 
     /* Compute. */
-    size_t n = enc->n_rows, d = enc->n_cols, K = moe_model_n_experts(model);
+    size_t n = data.ds.n_rows, d = data.ds.n_cols, K = moe_model_n_experts(model);
     size_t P = moe_model_n_outputs(model), C = moe_model_n_classes(model);
     size_t ld = d ? d : 1;
-    const double *x = enc->x;
+    const double *x = data.ds.x;
     size_t nn = n ? n : 1;
     rc = CLI_EXIT_RUNTIME;
     if (want[ITEM_MEAN] || want[ITEM_SD]) {
@@ -226,7 +230,7 @@ int cli_cmd_predict(int argc, char **argv) {
     if (want[ITEM_LOGDENSITY]) {
         logd = malloc(nn * sizeof *logd);
         if (!logd) goto oom;
-        moe_dataset ds = moe_encoded_dataset(enc);
+        moe_dataset ds = data.ds;
         if ((st = moe_model_log_density(model, &ds, logd, &err))) goto failed;
     }
     if (want[ITEM_CLASS] || want[ITEM_PROBA]) {
@@ -257,7 +261,7 @@ int cli_cmd_predict(int argc, char **argv) {
 #define SEP() (first ? (void)(first = 0) : cli_buf_addc(&b, ','))
     if (o.id) {
         SEP();
-        cli_buf_csv(&b, moe_table_col_name(table, id_col));
+        cli_buf_csv(&b, moe_table_col_name(data.table, id_col));
     }
     for (int i = 0; i < n_order; i++) {
         switch (order[i]) {
@@ -318,7 +322,7 @@ int cli_cmd_predict(int argc, char **argv) {
         first = 1;
         if (o.id) {
             SEP();
-            cli_buf_csv(&b, moe_table_cell(table, enc->row[i], id_col));
+            cli_buf_csv(&b, moe_table_cell(data.table, data.encoded->row[i], id_col));
         }
         for (int it = 0; it < n_order; it++) {
             switch (order[it]) {
@@ -385,8 +389,7 @@ done:
     free(esd);
     free(expert);
     cli_list_free(items, n_items);
-    moe_encoded_free(enc);
-    moe_table_free(table);
+    cli_data_free(&data);
     cli_model_free(&m);
     return rc;
 }

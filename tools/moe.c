@@ -1,6 +1,6 @@
 /*
  * moe.c -- main() of the `moe` program: dispatch to the subcommands
- * (train, predict, eval, inspect), `moe help COMMAND`, `moe --version`.
+ * (train, predict, eval, inspect, convert), `moe help COMMAND`, `moe --version`.
  *
  * The program never calls setlocale(), so it runs in the "C" locale:
  * numbers are read and written with a '.' whatever the user's locale.
@@ -21,6 +21,8 @@ static const command commands[] = {
     {"predict", cli_cmd_predict, "predict from a model for every row of a CSV file"},
     {"eval", cli_cmd_eval, "score a model on a CSV file that holds the targets"},
     {"inspect", cli_cmd_inspect, "print everything in a model file, as text or JSON"},
+    {"convert", cli_cmd_convert, "encode a CSV file once into a binary .moed data file"},
+    {"update", cli_cmd_update, "continue a model on new rows by online EM"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
