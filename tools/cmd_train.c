@@ -681,7 +681,7 @@ have_encoder:;
     data_name = moe_table_name(table);
     n_dropped = data->n_dropped;
 
-have_data:
+have_data:;
     /* Parameters. */
     moe_train_params p = lib;
     p.task = moe_encoder_task(enc);
