@@ -801,6 +801,7 @@ static double batch_grad(moe_grad_state *s, const size_t *rows, size_t n, uint64
                          int train, double *grad, double *wsum) {
     int nblk = nblocks(n), aux = s->g->balance > 0.0 || s->g->z_loss > 0.0;
     int nt = s->n_threads < nblk ? s->n_threads : nblk;
+    (void)nt; /* used only by the pragma (clang warns otherwise) */
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int j = 0; j < nblk; j++) {
         size_t r0 = (size_t)j * GB_ROWS, nb = n - r0 < GB_ROWS ? n - r0 : GB_ROWS;
@@ -848,6 +849,7 @@ static void evaluate(moe_grad_state *s, const size_t *rows, size_t n, double out
         size_t nc = n - r0 < chunk ? n - r0 : chunk;
         int nblk = nblocks(nc);
         int nt = s->n_threads < nblk ? s->n_threads : nblk;
+        (void)nt; /* used only by the pragma (clang warns otherwise) */
 #pragma omp parallel for schedule(static) num_threads(nt)
         for (int j = 0; j < nblk; j++) {
             size_t a = (size_t)j * GB_ROWS, nb = nc - a < GB_ROWS ? nc - a : GB_ROWS;
