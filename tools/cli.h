@@ -27,6 +27,11 @@
 #define CLI_EXIT_USAGE 1   /* bad usage or bad input (files, options, data) */
 #define CLI_EXIT_RUNTIME 2 /* runtime failure: out of memory, numerical, interrupted */
 
+/* The process group of `moe-mpi train` (tools/mpi/moe_mpi.c): NULL in the
+ * one-process `moe`. When set, `train` reads only this process's share of
+ * the rows, trains with this reducer, and only process 0 prints or writes. */
+extern const moe_reducer *cli_group;
+
 /* Exit code for a library status: input problems are 1, the rest 2. */
 int cli_exit_code(moe_status status);
 
