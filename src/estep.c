@@ -204,15 +204,7 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
         }
         for (size_t k0 = 0; k0 < K && !sp; k0 += group) {
             size_t ng = K - k0 < group ? K - k0 : group;
-            for (size_t i = 0; i < nb; i++) {
-                double wi = wt ? wt[i] : 1.0;
-                const double *h = b->post + i * NN + G + k0;
-                for (size_t e = 0; e < ng; e++) {
-                    double s = wi * h[e];
-                    double *ai = a + i * ng * q + e * q;
-                    for (size_t j = 0; j < q; j++) ai[j] = s * u[i * q + j];
-                }
-            }
+            moe_scale_rows(a, u, q, b->post + G + k0, NN, wt, ng, nb); /* vmath.c */
             cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(ng * q), (int)q, (int)nb,
                         1.0, a, (int)(ng * q), u, (int)q, 1.0, st + f->off_eg + k0 * q * q, (int)q);
         }
