@@ -538,7 +538,7 @@ static void test_mcycle_gradient_reaches_em(void) {
     moe_model_log_density(gm, &d, ld, NULL);
     for (size_t i = 0; i < csv.n_rows; i++) s += ld[i];
     CHECK_NEAR(s, lg, 1e-9);
-    if (light()) CHECK(gap < 0.05, "gap %g", gap);
+    if (light()) CHECK(gap < 0.1, "gap %g", gap); /* a sanity check: few restarts */
     else CHECK(gap < 0.005, "gradient loglik %g vs EM %g: gap %.3f%%", lg, le, 100 * gap);
     /* fine-tuning from the EM fit keeps its log-likelihood */
     g.init = em;
