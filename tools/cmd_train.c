@@ -74,6 +74,8 @@ typedef struct train_opts {
     int trainer, activation, top_k, balance_kind, objective, epochs, batch, patience, no_noise;
     double balance, z_loss, lr, valid, clip, weight_decay;
     const char *expert, *gate, *init_model;
+    /* sparse and online EM */
+    int sparse_em, online, online_batch, online_passes;
 } train_opts;
 
 static const cli_command train_cmd = {
@@ -88,6 +90,14 @@ static const cli_command train_cmd = {
     "integers with 2 to 20 distinct values; else regression. Several targets\n"
     "(--target y1,y2) make a multi-output regression.\n"
     "--tol 0 runs exactly --max-iter EM iterations. Models do not depend on --threads.\n"
+    "--sparse-em K: each row's posteriors keep only their K largest, so the experts'\n"
+    "statistics cost K, not the number of experts, per row; EM then increases a lower\n"
+    "bound of the log-likelihood (the trace), and the report gives the log-likelihood.\n"
+    "--online: stepwise EM over minibatches of --online-batch rows, --online-passes\n"
+    "times; the first minibatch is fitted by batch EM (--restarts), each next one moves\n"
+    "the model by the step (t + 2)^-0.6 (see 'moe update', which continues a model).\n"
+    "DATA may be a .moed file ('moe convert'): it is then streamed, never held in memory.\n"
+    "Over several machines: mpirun -np R moe-mpi train ... (same options; README).\n"
     "Progress goes to stderr: a live line on a terminal, one line per iteration otherwise.\n"};
 
 static void join_json(cli_buf *b, const char *const *names, size_t n) {
@@ -210,8 +220,15 @@ static int train_moed_open(const char *path, const cli_opt *opts, size_t n_opts,
             return -1;
         }
     }
-    if ((st = moe_moed_open_header(path, moed, &err)) != MOE_STATUS_OK ||
-        (st = moe_moed_source_open(path, 0, MOE_MOED_ALL_ROWS, src, &err)) != MOE_STATUS_OK) {
+    if ((st = moe_moed_open_header(path, moed, &err)) != MOE_STATUS_OK) {
+        cli_error("train", "%s", err.message);
+        return -1;
+    }
+    /* Under moe-mpi, this process's share of the rows only. */
+    size_t b0 = 0, b1 = MOE_MOED_ALL_ROWS;
+    if (cli_group && cli_group->size > 1)
+        moe_shard_rows(moe_moed_dataset(*moed).n_rows, cli_group->size, cli_group->rank, &b0, &b1);
+    if ((st = moe_moed_source_open(path, b0, b1, src, &err)) != MOE_STATUS_OK) {
         cli_error("train", "%s", err.message);
         return -1;
     }
@@ -249,6 +266,10 @@ int cli_cmd_train(int argc, char **argv) {
     o.var_floor = lib.var_floor;
     o.ridge = lib.ridge;
     o.min_support = lib.min_support;
+    moe_online_params olib = moe_online_params_default();
+    o.sparse_em = lib.sparse_k;
+    o.online_batch = (int)olib.batch_rows;
+    o.online_passes = olib.passes;
     moe_grad_params glib = moe_grad_params_default();
     o.trainer = 0;
     o.expert = "linear";
@@ -318,6 +339,14 @@ int cli_cmd_train(int argc, char **argv) {
          "relative ridge added to every linear system", NULL, 0},
         {'m', "min-support", CLI_OPT_DOUBLE, &o.min_support, "W", -1, 1e15, NULL, NULL,
          "freeze experts with less weight (-1: inputs+2)", NULL, 0},
+        {'H', "sparse-em", CLI_OPT_INT, &o.sparse_em, "K", 0, 65536, NULL, NULL,
+         "sparse EM: each row keeps its K largest posteriors (0: dense)", NULL, 0},
+        {'U', "online", CLI_OPT_FLAG, &o.online, NULL, 0, 0, NULL, NULL,
+         "online EM: minibatches of the rows, seen once (see below)", NULL, 0},
+        {'Q', "online-batch", CLI_OPT_INT, &o.online_batch, "N", 1, 1e9, NULL, NULL,
+         "rows per minibatch of --online", NULL, 0},
+        {'Y', "online-passes", CLI_OPT_INT, &o.online_passes, "P", 1, 100000, NULL, NULL,
+         "passes over the rows of --online", NULL, 0},
         {'a', "trainer", CLI_OPT_CHOICE, &o.trainer, NULL, 0, 0, trainer_names, "Gradient training",
          "EM, or minibatch gradient (MLP nodes, top-k gates)", NULL, 0},
         {'X', "expert", CLI_OPT_STRING, &o.expert, "linear|mlp:H,..", 0, 0, NULL, NULL,
@@ -377,6 +406,9 @@ int cli_cmd_train(int argc, char **argv) {
     moe_moed *moed = NULL;   /* DATA is a .moed file: its header and encoder */
     moe_source src;          /* and its rows, streamed */
     memset(&src, 0, sizeof src);
+    moe_source shard_src, ds_src; /* moe-mpi: this process's rows of a CSV file */
+    memset(&shard_src, 0, sizeof shard_src);
+    memset(&ds_src, 0, sizeof ds_src);
     moe_dataset ds;
     memset(&ds, 0, sizeof ds);
     const char *data_name = NULL;
@@ -397,6 +429,9 @@ int cli_cmd_train(int argc, char **argv) {
     cli_progress prog;
     int prog_on = 0;
 
+    /* Under moe-mpi only process 0 prints and writes. */
+    int follower = cli_group && cli_group->rank != 0;
+    if (follower) o.quiet = 1;
     cli_log_install(o.quiet);
     if (n_pos < 1) {
         cli_error("train", "no data file given (see 'moe train --help')");
@@ -456,12 +491,22 @@ int cli_cmd_train(int argc, char **argv) {
                                                 "objective", "epochs", "batch", "lr", "valid",
                                                 "patience", "clip", "weight-decay", "init-model"};
         static const char *const em_only[] = {"init", "max-iter", "tol", "short-iter", "ridge",
-                                              "min-support", "select", "criterion"};
+                                              "min-support", "select", "criterion", "sparse-em",
+                                              "online", "online-batch", "online-passes"};
         for (size_t i = 0; i < sizeof grad_only / sizeof grad_only[0]; i++)
             if (!o.trainer && cli_opt_find(opts, n_opts, grad_only[i])->set) {
                 cli_error("train", "--%s needs --trainer gradient", grad_only[i]);
                 goto done;
             }
+        if (!o.online && (cli_opt_find(opts, n_opts, "online-batch")->set ||
+                          cli_opt_find(opts, n_opts, "online-passes")->set)) {
+            cli_error("train", "--online-batch and --online-passes need --online");
+            goto done;
+        }
+        if (o.online && cli_group && cli_group->size > 1) {
+            cli_error("train", "--online runs in one process (not under moe-mpi)");
+            goto done;
+        }
         for (size_t i = 0; i < sizeof em_only / sizeof em_only[0]; i++)
             if (o.trainer && cli_opt_find(opts, n_opts, em_only[i])->set) {
                 cli_error("train", "--%s is an EM option (not with --trainer gradient)",
@@ -701,6 +746,26 @@ have_data:;
     p.var_floor = o.var_floor;
     p.ridge = o.ridge;
     p.min_support = o.min_support;
+    p.sparse_k = o.sparse_em;
+    moe_online_params op = olib;
+    op.batch_rows = (size_t)o.online_batch;
+    op.passes = o.online_passes;
+    /* Under moe-mpi: this process trains on its share of the rows (whole
+     * slabs, moe_shard_rows), the statistics summed through the group. */
+    if (cli_group && cli_group->size > 1) {
+        p.reducer = cli_group;
+        if (!moed) {
+            size_t b0, b1;
+            moe_shard_rows(ds.n_rows, cli_group->size, cli_group->rank, &b0, &b1);
+            ds.n_rows = b1 - b0;
+            ds.x += b0 * ds.ld_x;
+            if (ds.y) ds.y += b0 * ds.ld_y;
+            if (ds.labels) ds.labels += b0;
+            if (ds.weights) ds.weights += b0;
+            shard_src = moe_source_from_dataset(&ds);
+            shard_src.first_row = b0;
+        }
+    }
     for (size_t s = 0; s < n_shapes; s++) {
         p.tree = shapes[s];
         if (o.trainer && moed) {
@@ -732,8 +797,12 @@ have_data:;
         p.tree = shapes[s];
         moe_model *m = NULL;
         scores[s] = 0.0 / 0.0;
-        st = moed       ? moe_train_source(&src, &p, &m, &err)
-             : o.trainer ? moe_train_gradient(&ds, &p, &gp, &m, &err)
+        moe_source *from = moed ? &src : shard_src.read ? &shard_src : NULL;
+        st = o.trainer   ? moe_train_gradient(&ds, &p, &gp, &m, &err)
+             : o.online  ? (from ? moe_train_online(from, &p, &op, NULL, &m, &err)
+                                 : (ds_src = moe_source_from_dataset(&ds),
+                                    moe_train_online(&ds_src, &p, &op, NULL, &m, &err)))
+             : from      ? moe_train_source(from, &p, &m, &err)
                          : moe_train(&ds, &p, &m, &err);
         if (st != MOE_STATUS_OK) {
             if (st == MOE_STATUS_CANCELLED || cli_interrupted()) {
@@ -896,6 +965,10 @@ have_data:;
     }
 
     /* Save atomically. */
+    if (follower) {
+        rc = CLI_EXIT_OK;
+        goto done;
+    }
     if ((st = moe_model_save_buffer(model, &bytes, &n_bytes, &err)) != MOE_STATUS_OK) {
         cli_error("train", "%s", err.message);
         rc = cli_exit_code(st);

@@ -67,9 +67,12 @@ int main(int argc, char **argv) {
         cli_group = &red;
         rc = cli_cmd_train(argc - 1, argv + 1);
     }
-    /* A process that failed alone must not leave the others waiting. */
-    int worst = rc;
-    MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, comm);
+    /* A process that failed (perhaps alone, e.g. it could not read its
+     * rows) must not leave the others waiting in a collective: it ends the
+     * whole job. Failures during training reach every process through the
+     * library's sums, so they all stop here together. */
+    fflush(NULL);
+    if (rc != CLI_EXIT_OK) MPI_Abort(comm, rc);
     MPI_Finalize();
-    return worst;
+    return rc;
 }
