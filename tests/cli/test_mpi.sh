@@ -32,7 +32,7 @@ BEGIN {
     }
 }' > d.csv
 
-opts="-q -k 3 -r 3 -s 7 -w w"
+opts="-q -k 2 -r 3 -s 7 -w w"
 "$MOE" train $opts d.csv -o one.moe
 mpi_env $MPIRUN "$MPI" train $opts d.csv -o two.moe
 check mpi_train_csv test -s two.moe
@@ -50,7 +50,7 @@ check mpi_same_model_file cmp -s one.moe two.moe
 
 # From a .moed file: every process reads only its rows.
 "$MOE" convert -w w d.csv d.moed 2> /dev/null
-mpi_env $MPIRUN "$MPI" train -q -k 3 -r 3 -s 7 d.moed -o three.moe
+mpi_env $MPIRUN "$MPI" train -q -k 2 -r 3 -s 7 d.moed -o three.moe
 "$MOE" predict -O mean,sd,gates three.moe d.csv > p3.csv
 check mpi_train_moed numdiff p1.csv p3.csv 1e-9
 
@@ -66,7 +66,7 @@ check mpi_no_model_on_error [ ! -e x.moe ]
 # Online EM on the same rows: one pass in minibatches of 5,000 comes within
 # 0.01 of the batch fit's mean negative log-likelihood (1% of it where it
 # is above 1 in size; here it is near 0); `moe update` then continues.
-"$MOE" train -q -k 3 -r 3 -s 7 -w w --online --online-batch 5000 d.csv -o on.moe
+"$MOE" train -q -k 2 -r 3 -s 7 -w w --online --online-batch 5000 d.csv -o on.moe
 "$MOE" eval --json one.moe d.csv > e1.json
 "$MOE" eval --json on.moe d.csv > e2.json
 n1=$(json_num e1.json nll)
