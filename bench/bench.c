@@ -25,8 +25,9 @@
  * Flops per row counted for the pass (multiply-add = 2): gate logits
  * 2 G gd, expert means 2 K P ed, expert Gram matrices 2 K (ed+P)^2 (one
  * GEMM per expert group), gate statistics per gate 2 (b-1) gd + gd(gd+1)
- * and, where the Newton Hessian is used, n(n+1) + (b-1) gd (gd+1) with
- * n = (b-1) gd, on the Hessian's sample of rows only.
+ * and, on the Hessian's sample of rows only, n(n+1) + (b-1) gd (gd+1) with
+ * n = (b-1) gd for a full Newton Hessian, or (b-1) gd (gd+1) for the
+ * block-diagonal one of gates with n above the Newton limit.
  */
 #undef _POSIX_C_SOURCE
 #define _GNU_SOURCE
@@ -130,6 +131,8 @@ static double pass_flops(size_t n_rows, size_t D, const moe_tree_shape *t) {
         double per = 2.0 * (double)(b * gd) + 2.0 * (double)((b - 1) * gd) + (double)(gd * (gd + 1));
         if (n <= NEWTON_MAX_PARAMS)
             per += hs * ((double)(n * (n + 1)) + (double)((b - 1) * gd * (gd + 1)));
+        else
+            per += hs * (double)((b - 1) * gd * (gd + 1));
         f += (double)w * per;
         w *= b;
     }

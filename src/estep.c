@@ -254,7 +254,11 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
         double *h = f->off_ghess[g] != SIZE_MAX && with_hess ? st + f->off_ghess[g] : NULL;
         moe_softmax_accumulate(nb, nc, gd, b->zg, w, t, nc, p, nc, st + f->off_ggrad[g],
                                st + f->off_ggram[g], h, acc);
-        if (h) hess_weight(h, (nc - 1) * gd, w, nb);
+        if (h) {
+            double sw = 0.0; /* the sampled weight, in the slot after the Hessian */
+            for (size_t i = 0; i < nb; i++) sw += w[i];
+            h[moe_softmax_hess_size(nc, gd)] += sw;
+        }
     }
 }
 

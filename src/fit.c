@@ -122,12 +122,8 @@ moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_source *src,
         off += n;
         f->off_ggram[g] = off;
         off += gd * gd;
-        if (n <= MOE_NEWTON_MAX_PARAMS) {
-            f->off_ghess[g] = off;
-            off += n * n + 1;
-        } else {
-            f->off_ghess[g] = SIZE_MAX;
-        }
+        f->off_ghess[g] = off; /* full or block-diagonal (softmax_step.c) */
+        off += moe_softmax_hess_size(b, gd) + 1;
         size_t w = moe_softmax_work_size(b, gd);
         if (w > wmax) wmax = w;
     }

@@ -346,9 +346,11 @@ void moe_grad_state_init_params(moe_grad_state *s, uint64_t seed);
 
 /* ---- EM: statistics and M-step (estep.c, mstep.c, softmax_step.c) ------- */
 
-/* Parameters of the multinomial Newton systems above which only the
- * Boehning bound is used (its matrix is a d x d Gram instead of a
- * ((C-1) d)^2 Hessian). */
+/* Parameters of the multinomial Newton systems above which the full
+ * ((C-1) d)^2 Hessian is not formed: gates then keep its C-1 diagonal
+ * d x d blocks (block-diagonal Newton), multinomial experts use the
+ * Boehning bound alone (its matrix is a d x d Gram). softmax_step.c gives
+ * the costs. */
 #define MOE_NEWTON_MAX_PARAMS 160
 
 /* The Newton Hessians are accumulated on a deterministic sample of about
@@ -543,5 +545,12 @@ void moe_gemm_nt(size_t m, size_t n, size_t k, const double *A, size_t lda, cons
 /* a[i][e][j] = (w[i] h[i * ldh + e]) u[i * q + j] (w NULL: 1), i < nb, e < ng. */
 void moe_scale_rows(double *a, const double *u, size_t q, const double *h, size_t ldh,
                     const double *w, size_t ng, size_t nb);
+
+/* Doubles of the negative Hessian moe_softmax_accumulate fills and
+ * moe_softmax_step reads for C classes over d inputs (without the sampled
+ * weight slot that follows it in the statistics): ((C-1) d)^2, or the
+ * C-1 diagonal d x d blocks, (C-1) d^2, when (C-1) d exceeds
+ * MOE_NEWTON_MAX_PARAMS. */
+size_t moe_softmax_hess_size(size_t C, size_t d);
 
 #endif /* MOE_IMPL_H */

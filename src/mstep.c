@@ -126,13 +126,13 @@ static void gaussian_expert(moe_fit *f, size_t k) {
 
 /* Scale a sampled Hessian (its last slot: the sampled weight) to the full
  * weight, which is the Gram's intercept entry sum w. NULL if it saw none. */
-static const double *full_hessian(double *hess, size_t n, const double *gram) {
-    double sampled = hess[n * n];
+static const double *full_hessian(double *hess, size_t size, const double *gram) {
+    double sampled = hess[size];
     if (!(sampled > 0.0)) return NULL;
     double s = gram[0] / sampled;
     if (s != 1.0)
-        for (size_t j = 0; j < n * n; j++) hess[j] *= s;
-    hess[n * n] = gram[0];
+        for (size_t j = 0; j < size; j++) hess[j] *= s;
+    hess[size] = gram[0];
     return hess;
 }
 
@@ -163,7 +163,7 @@ void moe_fit_mstep(moe_fit *f, int damp) {
             size_t n = (C - 1) * ed;
             const double *gram = f->stats + f->off_egram + k * ed * ed;
             const double *h = f->e_newton
-                                  ? full_hessian(f->stats + f->off_ehess + k * (n * n + 1), n, gram)
+                                  ? full_hessian(f->stats + f->off_ehess + k * (n * n + 1), n * n, gram)
                                   : NULL;
             moe_softmax_step(m->coef + k * C * ed, C, ed, f->stats + f->off_egrad + k * n, gram,
                              h, f->ridge, damp, f->work);
@@ -173,7 +173,7 @@ void moe_fit_mstep(moe_fit *f, int damp) {
         const double *gram = f->stats + f->off_ggram[g];
         const double *h = f->off_ghess[g] == SIZE_MAX
                               ? NULL
-                              : full_hessian(f->stats + f->off_ghess[g], (m->gate_nch[g] - 1) * gd, gram);
+                              : full_hessian(f->stats + f->off_ghess[g], moe_softmax_hess_size(m->gate_nch[g], gd), gram);
         moe_softmax_step(m->gate_coef + m->gate_off[g], m->gate_nch[g], gd,
                          f->stats + f->off_ggrad[g], gram, h, f->ridge, damp, f->work);
     }

@@ -19,9 +19,24 @@
  * taken. B^{-1} = 2 (I + 11') (x) A^{-1} (since (I - J/C)(I + J) = I for the
  * (C-1) x (C-1) all-ones J), so the bound step costs one d x d solve.
  *
- * Cost per step: the Newton system is (C-1)d square: O(((C-1)d)^3) to solve
- * and O(N (C-1)^2 d^2) to accumulate; beyond MOE_NEWTON_MAX_PARAMS only the
- * bound step is used: O(N d^2) to accumulate, O(d^3 + C d^2) to solve.
+ * Cost per step, with F = C - 1 and n = F d parameters, the Hessian summed
+ * over the S sampled rows (MOE_HESSIAN_SAMPLE_BLOCKS) and the gradient and
+ * bound over all N rows:
+ *   - n <= MOE_NEWTON_MAX_PARAMS, full Newton: O(S n^2) to accumulate,
+ *     n^2 statistics per slab, O(n^3) to solve;
+ *   - larger (a gate with many children), block-diagonal Newton: only the
+ *     F diagonal d x d blocks H_cc = sum w p_c (1 - p_c) z z' are kept:
+ *     O(S F d^2) to accumulate, F d^2 statistics, O(F d^3) to solve. As
+ *     H = blockdiag(H_cc) - sum w (p p') (x) z z', the blocks bound the
+ *     Hessian from above, so their step is a shortened Newton step: it
+ *     ignores the classes' coupling (small when no class dominates) and
+ *     converges much faster than the bound's, whose curvature 1/2 is
+ *     C/2 times a typical p_c (1 - p_c) when C is large;
+ *   - the bound step alone (multinomial experts above the limit, or when
+ *     the Newton systems fail): O(N d^2) to accumulate, O(d^3 + C d^2) to
+ *     solve.
+ * Either Newton step goes through the same damping and the same
+ * bound-guaranteed acceptance, so EM's ascent guarantee is unchanged.
  */
 #include "moe_impl.h"
 
@@ -47,6 +62,18 @@ void moe_softmax_accumulate(size_t nb, size_t C, size_t d, const double *z, cons
     cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)nb, 1.0, zs, (int)d, 1.0, gram,
                 (int)d);
     if (!hess) return;
+    if (F * d > MOE_NEWTON_MAX_PARAMS) {
+        /* Diagonal blocks only: block a += sum_i w_i p_ia (1 - p_ia) z_i z_i'. */
+        for (size_t a = 1; a < C; a++) {
+            for (size_t i = 0; i < nb; i++) {
+                double pa = p[i * ld_p + a], f = sqrt(w[i] * pa * (1.0 - pa));
+                for (size_t j = 0; j < d; j++) zs[i * d + j] = f * z[i * d + j];
+            }
+            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)nb, 1.0, zs, (int)d,
+                        1.0, hess + (a - 1) * d * d, (int)d);
+        }
+        return;
+    }
     /* Negative Hessian H = sum_i w_i (diag(p_i) - p_i p_i') (x) z_i z_i' over
      * the free classes, as one rank-nb update and F small ones:
      *   H = blockdiag_a(sum w p_a z z') - Q'Q,  row i of Q = sqrt(w_i) (p_i1 z_i', ..., p_iF z_i').
@@ -73,9 +100,14 @@ void moe_softmax_accumulate(size_t nb, size_t C, size_t d, const double *z, cons
     }
 }
 
-size_t moe_softmax_work_size(size_t C, size_t d) {
+size_t moe_softmax_hess_size(size_t C, size_t d) {
     size_t n = (C - 1) * d;
-    size_t newton = n * n + n + n * n + n; /* symmetrised H, rhs, solver work */
+    return n > MOE_NEWTON_MAX_PARAMS ? (C - 1) * d * d : n * n;
+}
+
+size_t moe_softmax_work_size(size_t C, size_t d) {
+    size_t n = (C - 1) * d, hn = n > MOE_NEWTON_MAX_PARAMS ? d : n;
+    size_t newton = hn * hn + n + hn * (hn + 1); /* symmetrised H (or a block), step, solver */
     size_t bound = d * d + d * (C - 1) + d * d + d * (C - 1);
     return newton + bound + 3 * n + 16;
 }
@@ -119,9 +151,10 @@ double moe_softmax_step(double *v, size_t C, size_t d, const double *grad, const
     double *dB = A + d * d;           /* bound step, F x d */
     double *sw = dB + n;              /* solver work: d*(d+F) */
     double *dN = sw + d * (d + F);    /* Newton step */
-    double *H = dN + n;               /* n x n */
-    double *hw = H + n * n;           /* solver work: n*(n+1) */
-    double *tmp = hw + n * (n + 1);   /* d */
+    size_t hn = n > MOE_NEWTON_MAX_PARAMS ? d : n; /* system size: full, or one block */
+    double *H = dN + n;               /* hn x hn */
+    double *hw = H + hn * hn;         /* solver work: hn*(hn+1) */
+    double *tmp = hw + hn * (hn + 1); /* d */
     for (size_t i = 0; i < d; i++)
         for (size_t j = 0; j < d; j++) A[i * d + j] = i <= j ? gram[i * d + j] : gram[j * d + i];
 
@@ -142,10 +175,18 @@ double moe_softmax_step(double *v, size_t C, size_t d, const double *grad, const
     double gain = gain_bound;
 
     if (hess) {
-        for (size_t i = 0; i < n; i++)
-            for (size_t j = 0; j < n; j++) H[i * n + j] = i <= j ? hess[i * n + j] : hess[j * n + i];
+        /* Newton direction dN = H^{-1} g, the full system or block by block
+         * (hn = d: block c of hess is class c + 1's d x d diagonal block). */
+        int solved = 1;
         memcpy(dN, grad, n * sizeof(double));
-        if (moe_solve_spd(H, n, dN, 1, ridge, hw) >= 0.0) {
+        for (size_t b0 = 0; b0 < n && solved; b0 += hn) {
+            const double *hb = hn == n ? hess : hess + b0 * d;
+            for (size_t i = 0; i < hn; i++)
+                for (size_t j = 0; j < hn; j++)
+                    H[i * hn + j] = i <= j ? hb[i * hn + j] : hb[j * hn + i];
+            solved = moe_solve_spd(H, hn, dN + b0, 1, ridge, hw) >= 0.0;
+        }
+        if (solved) {
             double gd = dot(grad, dN, n), q = bound_quad(dN, C, d, A, tmp);
             if (damp < MOE_DAMP_GUARANTEED && gd > 0.0) {
                 /* Plain (damped) Newton: the caller checks the log-likelihood
