@@ -201,7 +201,7 @@ $(BUILD)/bench_sparse_em: bench/bench_sparse_em.c include/moe.h $(BUILD)/libmoe.
 # Open MPI processes, against reading the file (bench/bench_stream.c). The
 # 1.7 GB file is generated once into STREAM_FILE.
 STREAM_FILE ?= $(BUILD)/bench-10m-20.moed
-MPIRUN ?= mpirun --oversubscribe $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
+MPIRUN ?= mpirun --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 
 $(BUILD)/bench_stream: bench/bench_stream.c include/moe.h $(BUILD)/libmoe.a
 	@mkdir -p $(dir $@)
