@@ -27,6 +27,11 @@ static moe_status check_rows(const moe_fit *f, const moe_rows *v, size_t r0, siz
                              moe_error *err) {
     const moe_model *m = f->m;
     size_t base = f->src->first_row + r0;
+    int no_x = !v->x && m->n_cols > 0;
+    if (n > 0 && (no_x || (m->task == MOE_TASK_REGRESSION ? !v->y : !v->labels)))
+        return moe_err(err, MOE_STATUS_INVALID_ARGUMENT,
+                       "rows %zu..%zu: the source gave no %s", base + 1, base + n,
+                       no_x ? "inputs" : m->task == MOE_TASK_REGRESSION ? "targets" : "labels");
     for (size_t i = 0; i < n; i++) {
         const double *x = v->x + i * v->ld_x;
         for (size_t j = 0; j < m->n_ecols + m->n_gcols; j++) {
