@@ -193,7 +193,7 @@ bench: $(BUILD)/bench
 
 # Sparse EM (k = 2) against dense EM over 64 experts, per iteration, at
 # D = 10, 32 and 50 inputs (100,000 rows).
-$(BUILD)/bench_sparse_em: bench/bench_sparse_em.c include/moe.h $(BUILD)/libmoe.a
+$(BUILD)/bench_sparse_em: bench/bench_sparse_em.c bench/bench_util.h include/moe.h $(BUILD)/libmoe.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libmoe.a $(LDLIBS_ALL)
 
@@ -203,7 +203,7 @@ $(BUILD)/bench_sparse_em: bench/bench_sparse_em.c include/moe.h $(BUILD)/libmoe.
 STREAM_FILE ?= $(BUILD)/bench-10m-20.moed
 MPIRUN ?= mpirun --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 
-$(BUILD)/bench_stream: bench/bench_stream.c include/moe.h $(BUILD)/libmoe.a
+$(BUILD)/bench_stream: bench/bench_stream.c bench/bench_util.h include/moe.h $(BUILD)/libmoe.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(MPI_CFLAGS) -o $@ $< $(BUILD)/libmoe.a $(MPI_LIBS) $(LDLIBS_ALL)
 

@@ -11,6 +11,7 @@
  *   bench_sparse_em [N [D [K [k]]]]      defaults 100000 32 64 2
  */
 #include "moe.h"
+#include "bench_util.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -19,23 +20,6 @@
 #include <string.h>
 #include <time.h>
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static uint64_t mix(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-static double unif(uint64_t *s) { return (double)(mix(s) >> 11) * 0x1.0p-53; }
-static double norm(uint64_t *s) {
-    double u = 1.0 - unif(s), v = unif(s);
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
 
 typedef struct timing {
     double t_first, t_last;
@@ -45,7 +29,7 @@ typedef struct timing {
 /* The first call (iteration 0) marks the end of initialisation. */
 static int on_iter(const moe_iter_info *info, void *user) {
     timing *t = user;
-    double x = now();
+    double x = bench_now();
     if (info->iteration == 0) t->t_first = x;
     t->t_last = x;
     t->n = info->iteration;
@@ -88,27 +72,27 @@ int main(int argc, char **argv) {
     double *x = malloc(N * D * sizeof(double)), *y = malloc(N * sizeof(double));
     double *l = malloc(K * sizeof(double));
     if (!gw || !ew || !x || !y || !l) return 1;
-    for (size_t i = 0; i < K * D; i++) gw[i] = 3.0 * norm(&s) / sqrt((double)D);
+    for (size_t i = 0; i < K * D; i++) gw[i] = 3.0 * bench_norm(&s) / sqrt((double)D);
     for (size_t j = 0; j < K; j++) {
         double *e = ew + j * (D + 2);
-        e[0] = 3.0 * norm(&s);
-        for (size_t c = 0; c < D; c++) e[1 + c] = norm(&s);
-        e[D + 1] = 0.25 + 0.5 * unif(&s);
+        e[0] = 3.0 * bench_norm(&s);
+        for (size_t c = 0; c < D; c++) e[1 + c] = bench_norm(&s);
+        e[D + 1] = 0.25 + 0.5 * bench_unif(&s);
     }
     for (size_t i = 0; i < N; i++) {
         double *xi = x + i * D, mx = -INFINITY, sum = 0.0;
-        for (size_t c = 0; c < D; c++) xi[c] = norm(&s);
+        for (size_t c = 0; c < D; c++) xi[c] = bench_norm(&s);
         for (size_t j = 0; j < K; j++) {
             l[j] = 0.0;
             for (size_t c = 0; c < D; c++) l[j] += gw[j * D + c] * xi[c];
             if (l[j] > mx) mx = l[j];
         }
         for (size_t j = 0; j < K; j++) sum += (l[j] = exp(l[j] - mx));
-        double u = unif(&s) * sum;
+        double u = bench_unif(&s) * sum;
         size_t j = 0;
         while (j + 1 < K && u >= l[j]) u -= l[j++];
         const double *e = ew + j * (D + 2);
-        y[i] = e[0] + e[D + 1] * norm(&s);
+        y[i] = e[0] + e[D + 1] * bench_norm(&s);
         for (size_t c = 0; c < D; c++) y[i] += e[1 + c] * xi[c];
     }
     moe_dataset d;

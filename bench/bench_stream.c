@@ -20,6 +20,7 @@
  * disk time, which the pass then overlaps with nothing.
  */
 #include "moe.h"
+#include "bench_util.h"
 
 #include <math.h>
 #include <mpi.h>
@@ -30,23 +31,6 @@
 #include <string.h>
 #include <time.h>
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static uint64_t mix(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-static double unif(uint64_t *s) { return (double)(mix(s) >> 11) * 0x1.0p-53; }
-static double norm(uint64_t *s) {
-    double u = 1.0 - unif(s), v = unif(s);
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
 
 #define K_GEN 4
 #define CHUNK 65536
@@ -56,10 +40,10 @@ static int generate(const char *path, size_t N, size_t D) {
     double gw[K_GEN][256], ew[K_GEN][258];
     if (D > 256) return 1;
     for (int k = 0; k < K_GEN; k++) {
-        for (size_t c = 0; c < D; c++) gw[k][c] = 2.0 * norm(&s) / sqrt((double)D);
-        ew[k][0] = 3.0 * norm(&s);
-        for (size_t c = 0; c < D; c++) ew[k][1 + c] = norm(&s);
-        ew[k][D + 1] = 0.25 + 0.5 * unif(&s);
+        for (size_t c = 0; c < D; c++) gw[k][c] = 2.0 * bench_norm(&s) / sqrt((double)D);
+        ew[k][0] = 3.0 * bench_norm(&s);
+        for (size_t c = 0; c < D; c++) ew[k][1 + c] = bench_norm(&s);
+        ew[k][D + 1] = 0.25 + 0.5 * bench_unif(&s);
     }
     double *x = malloc(CHUNK * D * sizeof(double)), *y = malloc(CHUNK * sizeof(double));
     moe_moed_writer *w = NULL;
@@ -72,17 +56,17 @@ static int generate(const char *path, size_t N, size_t D) {
         size_t n = N - r0 < CHUNK ? N - r0 : CHUNK;
         for (size_t i = 0; i < n; i++) {
             double *xi = x + i * D, l[K_GEN], mx = -INFINITY, sum = 0.0;
-            for (size_t c = 0; c < D; c++) xi[c] = norm(&s);
+            for (size_t c = 0; c < D; c++) xi[c] = bench_norm(&s);
             for (int k = 0; k < K_GEN; k++) {
                 l[k] = 0.0;
                 for (size_t c = 0; c < D; c++) l[k] += gw[k][c] * xi[c];
                 if (l[k] > mx) mx = l[k];
             }
             for (int k = 0; k < K_GEN; k++) sum += (l[k] = exp(l[k] - mx));
-            double u = unif(&s) * sum;
+            double u = bench_unif(&s) * sum;
             int k = 0;
             while (k + 1 < K_GEN && u >= l[k]) u -= l[k++];
-            y[i] = ew[k][0] + ew[k][D + 1] * norm(&s);
+            y[i] = ew[k][0] + ew[k][D + 1] * bench_norm(&s);
             for (size_t c = 0; c < D; c++) y[i] += ew[k][1 + c] * xi[c];
         }
         moe_dataset d;
@@ -126,7 +110,7 @@ typedef struct timing {
 
 static int on_iter(const moe_iter_info *info, void *user) {
     timing *t = user;
-    double x = now();
+    double x = bench_now();
     if (info->iteration == 0) t->t0 = x;
     t->t1 = x;
     t->n = info->iteration;
@@ -174,7 +158,7 @@ int main(int argc, char **argv) {
     moe_row_buffers buf = {bx, by, bl, bw, cr};
     double sink = 0.0;
     MPI_Barrier(MPI_COMM_WORLD);
-    double t = now();
+    double t = bench_now();
     for (size_t r0 = 0; r0 < src.n_rows; r0 += cr) {
         size_t n = src.n_rows - r0 < cr ? src.n_rows - r0 : cr;
         moe_rows v;
@@ -184,7 +168,7 @@ int main(int argc, char **argv) {
         }
         sink += v.x[0] + v.y[n - 1];
     }
-    double t_read = now() - t, t_read_max = 0.0;
+    double t_read = bench_now() - t, t_read_max = 0.0;
     MPI_Allreduce(&t_read, &t_read_max, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
 
     moe_reducer red = {mpi_sum, NULL, rank, size};
@@ -198,12 +182,12 @@ int main(int argc, char **argv) {
     p.on_iter = on_iter;
     p.user_data = &tm;
     moe_model *m = NULL;
-    t = now();
+    t = bench_now();
     if (moe_train_source(&src, &p, &m, &err) != MOE_STATUS_OK) {
         fprintf(stderr, "bench_stream: %s\n", err.message);
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
-    double t_fit = now() - t, pass = tm.n > 0 ? (tm.t1 - tm.t0) / tm.n : NAN;
+    double t_fit = bench_now() - t, pass = tm.n > 0 ? (tm.t1 - tm.t0) / tm.n : NAN;
     if (rank == 0) {
         double mb = (double)N * (double)(D + 1) * 8.0 / 1e6;
         printf("%d process(es), %zu rows x %zu inputs (%.0f MB of doubles), threads/process %d\n",

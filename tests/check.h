@@ -11,6 +11,7 @@
 #define MOE_CHECK_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,26 @@ static inline int check_csv_col(const check_csv *c, const char *name) {
     for (size_t j = 0; j < c->n_cols; j++)
         if (strcmp(c->names[j], name) == 0) return (int)j;
     return -1;
+}
+
+/* Test data: splitmix64 draws with Box-Muller normals, independent of the
+ * library's own generator, so a test's data never change with it. */
+typedef struct check_gen {
+    uint64_t s;
+} check_gen;
+
+static inline uint64_t check_gen_next(check_gen *g) {
+    uint64_t z = (g->s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static inline double check_gen_unif(check_gen *g) {
+    return (double)(check_gen_next(g) >> 11) * 0x1.0p-53;
+}
+static inline double check_gen_norm(check_gen *g) {
+    double u = 1.0 - check_gen_unif(g), v = check_gen_unif(g);
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
 }
 
 /* EM's trace never decreases by more than rel * |l|. */

@@ -12,26 +12,11 @@
 
 #include <stdint.h>
 
-typedef struct gen {
-    uint64_t s;
-} gen;
-
-static uint64_t gen_next(gen *g) {
-    uint64_t z = (g->s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-static double gen_unif(gen *g) { return (double)(gen_next(g) >> 11) * 0x1.0p-53; }
-static double gen_norm(gen *g) {
-    double u = 1.0 - gen_unif(g), v = gen_unif(g);
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
-static size_t gen_cat(gen *g, const double *logit, size_t n) {
+static size_t gen_cat(check_gen *g, const double *logit, size_t n) {
     double mx = logit[0], s = 0.0, p[16];
     for (size_t i = 1; i < n; i++) if (logit[i] > mx) mx = logit[i];
     for (size_t i = 0; i < n; i++) s += (p[i] = exp(logit[i] - mx));
-    double u = gen_unif(g) * s;
+    double u = check_gen_unif(g) * s;
     for (size_t i = 0; i < n; i++) { if (u < p[i]) return i; u -= p[i]; }
     return n - 1;
 }
@@ -50,10 +35,10 @@ static const double hme_exp[4][5] = {{1, 2, 0, -1, 0.5},
 #define HME_N 20000
 
 static void make_hme(double *x, double *y) {
-    gen g = {20260101};
+    check_gen g = {20260101};
     for (size_t i = 0; i < HME_N; i++) {
         double *xi = x + i * 3;
-        for (int j = 0; j < 3; j++) xi[j] = gen_norm(&g);
+        for (int j = 0; j < 3; j++) xi[j] = check_gen_norm(&g);
         double l[2];
         l[0] = 0;
         l[1] = hme_gate[0][0] + hme_gate[0][1] * xi[0];
@@ -62,7 +47,7 @@ static void make_hme(double *x, double *y) {
         l[1] = gg[0] + gg[1] * xi[0] + gg[2] * xi[1] + gg[3] * xi[2];
         size_t k = top * 2 + gen_cat(&g, l, 2);
         const double *e = hme_exp[k];
-        y[i] = e[0] + e[1] * xi[0] + e[2] * xi[1] + e[3] * xi[2] + e[4] * gen_norm(&g);
+        y[i] = e[0] + e[1] * xi[0] + e[2] * xi[1] + e[3] * xi[2] + e[4] * check_gen_norm(&g);
     }
 }
 
@@ -145,11 +130,11 @@ static const double mn_exp[2][2][3] = {{{1, 0, 3}, {-1, 0, -3}}, {{-1, 2, 0}, {2
 static void test_recover_multinomial(void) {
     double *x = malloc(MN_N * 2 * sizeof *x);
     int32_t *lab = malloc(MN_N * sizeof *lab);
-    gen g = {777};
+    check_gen g = {777};
     for (size_t i = 0; i < MN_N; i++) {
         double *xi = x + 2 * i;
-        xi[0] = gen_norm(&g);
-        xi[1] = gen_norm(&g);
+        xi[0] = check_gen_norm(&g);
+        xi[1] = check_gen_norm(&g);
         double l[3] = {0, mn_gate[0] + mn_gate[1] * xi[0] + mn_gate[2] * xi[1], 0};
         size_t k = gen_cat(&g, l, 2);
         for (int c = 0; c < 2; c++)
@@ -251,12 +236,12 @@ static void test_select_true_size(void) {
     /* Three well-separated lines behind a gate on x: BIC picks 3. Seed 99. */
     size_t n = 3000;
     double *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
-    gen g = {99};
+    check_gen g = {99};
     for (size_t i = 0; i < n; i++) {
-        x[i] = 6 * gen_unif(&g) - 3;
+        x[i] = 6 * check_gen_unif(&g) - 3;
         int k = x[i] < -1 ? 0 : x[i] < 1 ? 1 : 2;
         double a[3] = {-4, 0, 4}, b[3] = {2, -3, 2};
-        y[i] = a[k] + b[k] * x[i] + 0.3 * gen_norm(&g);
+        y[i] = a[k] + b[k] * x[i] + 0.3 * check_gen_norm(&g);
     }
     moe_dataset d = {n, 1, x, 1, 1, y, 1, 0, NULL, NULL};
     moe_train_params p = moe_train_params_default();
@@ -285,12 +270,12 @@ static void test_select_true_size(void) {
 static void test_one_expert_is_ols(void) {
     size_t n = 500;
     double *x = malloc(n * 2 * sizeof *x), *y = malloc(n * sizeof *y);
-    gen g = {5};
+    check_gen g = {5};
     double sx = 0, sy = 0, sxx = 0, sxy = 0;
     for (size_t i = 0; i < n; i++) {
-        x[2 * i] = gen_norm(&g);
+        x[2 * i] = check_gen_norm(&g);
         x[2 * i + 1] = 7.0; /* a column the experts do not use */
-        y[i] = 1.5 - 2 * x[2 * i] + gen_norm(&g);
+        y[i] = 1.5 - 2 * x[2 * i] + check_gen_norm(&g);
         sx += x[2 * i]; sy += y[i]; sxx += x[2 * i] * x[2 * i]; sxy += x[2 * i] * y[i];
     }
     double b = (sxy - sx * sy / n) / (sxx - sx * sx / n), a = (sy - b * sx) / n;

@@ -13,38 +13,23 @@
 
 #include <stdint.h>
 
-typedef struct gen {
-    uint64_t s;
-} gen;
-
-static uint64_t gen_next(gen *g) {
-    uint64_t z = (g->s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-static double gen_unif(gen *g) { return (double)(gen_next(g) >> 11) * 0x1.0p-53; }
-static double gen_norm(gen *g) {
-    double u = 1.0 - gen_unif(g), v = gen_unif(g);
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
 
 /* Experts (a, b, c, s); `shift` moves every intercept and slope. */
 static const double EXPERT[3][4] = {{1.0, 2.0, 0.0, 0.3}, {-1.0, 0.0, 1.5, 0.5}, {0.0, -2.0, -1.0, 0.4}};
 
 static void generate(uint64_t seed, size_t n, double shift, double *x, double *y) {
-    gen g = {seed};
+    check_gen g = {seed};
     for (size_t i = 0; i < n; i++) {
-        double x1 = gen_norm(&g), x2 = gen_norm(&g);
+        double x1 = check_gen_norm(&g), x2 = check_gen_norm(&g);
         double l[3] = {0.0, 0.5 + 3.0 * x1, -0.5 - 3.0 * x2}, mx = fmax(l[0], fmax(l[1], l[2]));
         double p[3], s = 0.0;
         for (int k = 0; k < 3; k++) s += (p[k] = exp(l[k] - mx));
-        double u = gen_unif(&g) * s;
+        double u = check_gen_unif(&g) * s;
         int k = u < p[0] ? 0 : u < p[0] + p[1] ? 1 : 2;
         const double *e = EXPERT[k];
         x[i * 2] = x1;
         x[i * 2 + 1] = x2;
-        y[i] = e[0] + shift + (e[1] + shift) * x1 + (e[2] - shift) * x2 + e[3] * gen_norm(&g);
+        y[i] = e[0] + shift + (e[1] + shift) * x1 + (e[2] - shift) * x2 + e[3] * check_gen_norm(&g);
     }
 }
 

@@ -12,21 +12,6 @@
 #include <pthread.h>
 #include <stdint.h>
 
-typedef struct gen {
-    uint64_t s;
-} gen;
-
-static uint64_t gen_next(gen *g) {
-    uint64_t z = (g->s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-static double gen_unif(gen *g) { return (double)(gen_next(g) >> 11) * 0x1.0p-53; }
-static double gen_norm(gen *g) {
-    double u = 1.0 - gen_unif(g), v = gen_unif(g);
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
 
 /* Three regimes over x1 with a noise input x2, seed 77; weights in [0.5, 2)
  * and every 97th row weighs 0. Labels: the regime index (classification
@@ -36,15 +21,15 @@ static double X[N_ROWS * 2], Y[N_ROWS], W[N_ROWS];
 static int32_t LAB[N_ROWS];
 
 static void make_data(void) {
-    gen g = {77};
+    check_gen g = {77};
     for (size_t i = 0; i < N_ROWS; i++) {
-        double x1 = 4.0 * gen_unif(&g) - 2.0, x2 = gen_norm(&g);
+        double x1 = 4.0 * check_gen_unif(&g) - 2.0, x2 = check_gen_norm(&g);
         X[i * 2] = x1;
         X[i * 2 + 1] = x2;
         int r = x1 < -0.7 ? 0 : x1 < 0.6 ? 1 : 2;
-        Y[i] = (r == 0 ? 1.0 + 2.0 * x1 : r == 1 ? -1.0 - x1 : 0.5 * x1) + 0.3 * gen_norm(&g);
-        LAB[i] = gen_unif(&g) < 0.85 ? r : (int32_t)(gen_next(&g) % 3);
-        W[i] = i % 97 == 0 ? 0.0 : 0.5 + 1.5 * gen_unif(&g);
+        Y[i] = (r == 0 ? 1.0 + 2.0 * x1 : r == 1 ? -1.0 - x1 : 0.5 * x1) + 0.3 * check_gen_norm(&g);
+        LAB[i] = check_gen_unif(&g) < 0.85 ? r : (int32_t)(check_gen_next(&g) % 3);
+        W[i] = i % 97 == 0 ? 0.0 : 0.5 + 1.5 * check_gen_unif(&g);
     }
 }
 

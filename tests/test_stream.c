@@ -22,17 +22,6 @@
 #define D 10
 #define CHUNK 50000
 
-static uint64_t mix(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-static double unif(uint64_t *s) { return (double)(mix(s) >> 11) * 0x1.0p-53; }
-static double norm(uint64_t *s) {
-    double u = 1.0 - unif(s), v = unif(s);
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
 
 static int small(void) {
     const char *s = getenv("MOE_TEST_SMALL");
@@ -41,7 +30,7 @@ static int small(void) {
 
 static int generate(const char *path, size_t N) {
     static double x[CHUNK * D], y[CHUNK];
-    uint64_t s = 606;
+    check_gen s = {606};
     moe_moed_writer *w = NULL;
     moe_error err;
     if (moe_moed_writer_open(path, D, 1, 0, 0, NULL, &w, &err) != MOE_STATUS_OK) return 1;
@@ -49,13 +38,13 @@ static int generate(const char *path, size_t N) {
         size_t n = N - r0 < CHUNK ? N - r0 : CHUNK;
         for (size_t i = 0; i < n; i++) {
             double *xi = x + i * D;
-            for (int c = 0; c < D; c++) xi[c] = norm(&s);
+            for (int c = 0; c < D; c++) xi[c] = check_gen_norm(&s);
             double l[3] = {0.0, 2.0 * xi[0] - xi[1], -1.5 * xi[2] + xi[3]}, p[3], t = 0.0;
             for (int k = 0; k < 3; k++) t += (p[k] = exp(l[k]));
-            double u = unif(&s) * t;
+            double u = check_gen_unif(&s) * t;
             int k = u < p[0] ? 0 : u < p[0] + p[1] ? 1 : 2;
             y[i] = (k == 0 ? 1.0 + xi[4] : k == 1 ? -2.0 + 0.5 * xi[5] - xi[6] : 3.0 * xi[7]) +
-                   (0.2 + 0.2 * k) * norm(&s);
+                   (0.2 + 0.2 * k) * check_gen_norm(&s);
         }
         moe_dataset d;
         memset(&d, 0, sizeof d);
