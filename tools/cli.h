@@ -202,6 +202,16 @@ typedef struct cli_encode_opts {
 
 extern const char *const cli_task_names[];
 extern const char *const cli_na_names[];
+extern const char *const cli_unseen_names[];
+
+/* The "Input" group of the commands that read data for a model (predict,
+ * eval, update): --sep, --na (its help line na_help) and --unseen. */
+#define CLI_MODEL_INPUT_OPTIONS(sep, na, unseen, na_help)                                       \
+    {'F', "sep", CLI_OPT_STRING, &(sep), "CHAR", 0, 0, NULL, "Input",                           \
+     "field delimiter of DATA: auto, ',', ';', tab", NULL, 0},                                  \
+    {'N', "na", CLI_OPT_CHOICE, &(na), NULL, 0, 0, cli_na_names, NULL, na_help, NULL, 0},      \
+    {'u', "unseen", CLI_OPT_CHOICE, &(unseen), NULL, 0, 0, cli_unseen_names, NULL,             \
+     "unseen category: error, or all zeros", NULL, 0}
 
 /* The "Data" group of option descriptors for a cli_encode_opts `o`. */
 #define CLI_ENCODE_OPTIONS(o)                                                                   \

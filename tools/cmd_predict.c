@@ -14,8 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const na_names[] = {"error", "drop", NULL};
-static const char *const unseen_names[] = {"error", "zero", NULL};
 
 enum {
     ITEM_MEAN,
@@ -79,12 +77,8 @@ int cli_cmd_predict(int argc, char **argv) {
          "mean, or class", 0},
         {'i', "id", CLI_OPT_STRING, &o.id, "COL", 0, 0, NULL, NULL,
          "copy this column through (first column)", "none", 0},
-        {'F', "sep", CLI_OPT_STRING, &o.sep, "CHAR", 0, 0, NULL, "Input",
-         "field delimiter of DATA: auto, ',', ';', tab", NULL, 0},
-        {'N', "na", CLI_OPT_CHOICE, &o.na, NULL, 0, 0, na_names, NULL,
-         "rows with missing inputs: error, or leave out", NULL, 0},
-        {'u', "unseen", CLI_OPT_CHOICE, &o.unseen, NULL, 0, 0, unseen_names, NULL,
-         "unseen category: error, or all zeros", NULL, 0},
+        CLI_MODEL_INPUT_OPTIONS(o.sep, o.na, o.unseen,
+                                "rows with missing inputs: error, or leave out"),
         {'h', "help", CLI_OPT_FLAG, NULL, NULL, 0, 0, NULL, NULL, "this help", NULL, 0},
     };
     const size_t n_opts = sizeof opts / sizeof opts[0];

@@ -12,8 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const na_names[] = {"error", "drop", NULL};
-static const char *const unseen_names[] = {"error", "zero", NULL};
 
 static const cli_command update_cmd = {
     "update", "[options] MODEL DATA -o OUT",
@@ -59,12 +57,8 @@ int cli_cmd_update(int argc, char **argv) {
          "step size decay, in (0.5, 1]", NULL, 0},
         {'j', "threads", CLI_OPT_INT, &o.threads, "N", 0, 4096, NULL, NULL,
          "threads (0 = all cores); the result does not depend on it", NULL, 0},
-        {'F', "sep", CLI_OPT_STRING, &o.sep, "CHAR", 0, 0, NULL, "Input",
-         "field delimiter of a CSV DATA: auto, ',', ';', tab", NULL, 0},
-        {'N', "na", CLI_OPT_CHOICE, &o.na, NULL, 0, 0, na_names, NULL,
-         "rows with missing values: error, or leave out", NULL, 0},
-        {'u', "unseen", CLI_OPT_CHOICE, &o.unseen, NULL, 0, 0, unseen_names, NULL,
-         "unseen category: error, or all zeros", NULL, 0},
+        CLI_MODEL_INPUT_OPTIONS(o.sep, o.na, o.unseen,
+                                "rows with missing values: error, or leave out"),
         {'h', "help", CLI_OPT_FLAG, NULL, NULL, 0, 0, NULL, NULL, "this help", NULL, 0},
     };
     const size_t n_opts = sizeof opts / sizeof opts[0];

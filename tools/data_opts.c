@@ -14,6 +14,7 @@
 
 const char *const cli_task_names[] = {"auto", "regression", "classification", NULL};
 const char *const cli_na_names[] = {"error", "drop", NULL};
+const char *const cli_unseen_names[] = {"error", "zero", NULL};
 
 void cli_encode_opts_init(cli_encode_opts *o) {
     memset(o, 0, sizeof *o);
