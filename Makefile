@@ -74,7 +74,7 @@ MPI_CFLAGS ?= $(shell mpicc --showme:compile 2>/dev/null)
 MPI_LIBS ?= $(shell mpicc --showme:link 2>/dev/null)
 MPI_TOOL_OBJ := $(filter-out $(BUILD)/obj/tools/moe.o,$(TOOL_OBJ)) $(BUILD)/obj/tools/mpi/moe_mpi.o
 
-$(BUILD)/obj/tools/mpi/moe_mpi.o: tools/mpi/moe_mpi.c include/moe.h $(wildcard tools/*.h)
+$(BUILD)/obj/tools/mpi/moe_mpi.o: tools/mpi/moe_mpi.c tools/mpi/mpi_sum.h include/moe.h $(wildcard tools/*.h)
 	@mkdir -p $(dir $@)
 	@test -n "$(MPI_LIBS)" || { echo "moe-mpi needs Open MPI: sh tools/setup.sh" >&2; exit 1; }
 	$(CC) $(ALL_CFLAGS) -Itools $(MPI_CFLAGS) -c $< -o $@
@@ -203,7 +203,7 @@ $(BUILD)/bench_sparse_em: bench/bench_sparse_em.c bench/bench_util.h include/moe
 STREAM_FILE ?= $(BUILD)/bench-10m-20.moed
 MPIRUN ?= mpirun --oversubscribe --bind-to none $(if $(filter 0,$(shell id -u)),--allow-run-as-root)
 
-$(BUILD)/bench_stream: bench/bench_stream.c bench/bench_util.h include/moe.h $(BUILD)/libmoe.a
+$(BUILD)/bench_stream: bench/bench_stream.c bench/bench_util.h tools/mpi/mpi_sum.h include/moe.h $(BUILD)/libmoe.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(MPI_CFLAGS) -o $@ $< $(BUILD)/libmoe.a $(MPI_LIBS) $(LDLIBS_ALL)
 

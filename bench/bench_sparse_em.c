@@ -21,21 +21,6 @@
 #include <time.h>
 
 
-typedef struct timing {
-    double t_first, t_last;
-    int n;
-} timing;
-
-/* The first call (iteration 0) marks the end of initialisation. */
-static int on_iter(const moe_iter_info *info, void *user) {
-    timing *t = user;
-    double x = bench_now();
-    if (info->iteration == 0) t->t_first = x;
-    t->t_last = x;
-    t->n = info->iteration;
-    return 0;
-}
-
 static double per_iter(const moe_dataset *d, size_t K, int k, int iters, double *ll) {
     moe_train_params p = moe_train_params_default();
     p.tree.n_levels = 1;
@@ -44,8 +29,8 @@ static double per_iter(const moe_dataset *d, size_t K, int k, int iters, double 
     p.tol = 0.0;
     p.seed = 7;
     p.sparse_k = k;
-    timing t = {0, 0, 0};
-    p.on_iter = on_iter;
+    bench_timer t = {0, 0, 0};
+    p.on_iter = bench_timer_iter;
     p.user_data = &t;
     moe_model *m = NULL;
     moe_error err;

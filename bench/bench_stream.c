@@ -21,6 +21,7 @@
  */
 #include "moe.h"
 #include "bench_util.h"
+#include "../tools/mpi/mpi_sum.h"
 
 #include <math.h>
 #include <mpi.h>
@@ -91,32 +92,6 @@ static int generate(const char *path, size_t N, size_t D) {
     return rc;
 }
 
-static int mpi_sum(double *buf, size_t n, void *ctx) {
-    (void)ctx;
-    while (n > 0) {
-        int c = n > (1u << 30) ? 1 << 30 : (int)n;
-        if (MPI_Allreduce(MPI_IN_PLACE, buf, c, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
-            return -1;
-        buf += c;
-        n -= (size_t)c;
-    }
-    return 0;
-}
-
-typedef struct timing {
-    double t0, t1;
-    int n;
-} timing;
-
-static int on_iter(const moe_iter_info *info, void *user) {
-    timing *t = user;
-    double x = bench_now();
-    if (info->iteration == 0) t->t0 = x;
-    t->t1 = x;
-    t->n = info->iteration;
-    return 0;
-}
-
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     int rank = 0, size = 1, rc = 0;
@@ -171,15 +146,16 @@ int main(int argc, char **argv) {
     double t_read = bench_now() - t, t_read_max = 0.0;
     MPI_Allreduce(&t_read, &t_read_max, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
 
-    moe_reducer red = {mpi_sum, NULL, rank, size};
+    MPI_Comm comm = MPI_COMM_WORLD;
+    moe_reducer red = {mpi_sum_doubles, &comm, rank, size};
     moe_train_params p = moe_train_params_default();
     p.tree.n_levels = 1;
     p.tree.branching[0] = 4;
     p.max_iter = iters;
     p.tol = 0.0;
     p.reducer = size > 1 ? &red : NULL;
-    timing tm = {0, 0, 0};
-    p.on_iter = on_iter;
+    bench_timer tm = {0, 0, 0};
+    p.on_iter = bench_timer_iter;
     p.user_data = &tm;
     moe_model *m = NULL;
     t = bench_now();
@@ -187,7 +163,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_stream: %s\n", err.message);
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
-    double t_fit = bench_now() - t, pass = tm.n > 0 ? (tm.t1 - tm.t0) / tm.n : NAN;
+    double t_fit = bench_now() - t, pass = tm.n > 0 ? (tm.t_last - tm.t_first) / tm.n : NAN;
     if (rank == 0) {
         double mb = (double)N * (double)(D + 1) * 8.0 / 1e6;
         printf("%d process(es), %zu rows x %zu inputs (%.0f MB of doubles), threads/process %d\n",

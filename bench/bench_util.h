@@ -6,6 +6,8 @@
 #ifndef MOE_BENCH_UTIL_H
 #define MOE_BENCH_UTIL_H
 
+#include "moe.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <time.h>
@@ -26,6 +28,23 @@ static inline double bench_unif(uint64_t *s) { return (double)(bench_next(s) >> 
 static inline double bench_norm(uint64_t *s) {
     double u = 1.0 - bench_unif(s), v = bench_unif(s);
     return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+
+/* Seconds per EM iteration after initialisation: a moe_iter_fn whose
+ * user_data is a bench_timer; the first call (iteration 0) marks the end
+ * of initialisation, so (t_last - t_first) / n is the time per iteration. */
+typedef struct bench_timer {
+    double t_first, t_last;
+    int n;
+} bench_timer;
+
+static inline int bench_timer_iter(const moe_iter_info *info, void *user) {
+    bench_timer *t = user;
+    double x = bench_now();
+    if (info->iteration == 0) t->t_first = x;
+    t->t_last = x;
+    t->n = info->iteration;
+    return 0;
 }
 
 #endif

@@ -14,24 +14,11 @@
  * The library never calls MPI: this file is the only one that does.
  */
 #include "cli.h"
+#include "mpi_sum.h"
 
-#include <limits.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
-
-/* buf <- the sum of every process's buf, in place, in chunks MPI's int
- * counts can hold. */
-static int mpi_sum(double *buf, size_t n, void *ctx) {
-    MPI_Comm comm = *(MPI_Comm *)ctx;
-    while (n > 0) {
-        int c = n > (size_t)(INT_MAX / 2) ? INT_MAX / 2 : (int)n;
-        if (MPI_Allreduce(MPI_IN_PLACE, buf, c, MPI_DOUBLE, MPI_SUM, comm) != MPI_SUCCESS) return -1;
-        buf += c;
-        n -= (size_t)c;
-    }
-    return 0;
-}
 
 static void usage(FILE *f) {
     fprintf(f, "Usage: mpirun -np R moe-mpi train [options] DATA -o MODEL\n"
@@ -52,7 +39,7 @@ int main(int argc, char **argv) {
     int rank = 0, size = 1, rc;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
-    moe_reducer red = {mpi_sum, &comm, rank, size};
+    moe_reducer red = {mpi_sum_doubles, &comm, rank, size};
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         if (rank == 0) usage(argc < 2 ? stderr : stdout);
         rc = argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
