@@ -178,6 +178,7 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
     double ll = 0.0, ent = 0.0, obj = 0.0;
     for (size_t i = 0; i < nb; i++) {
         double wi = wt ? wt[i] : 1.0;
+        st[4] += wi;
         if (wi == 0.0) continue;
         ll += wi * b->ll[i];
         ent += wi * b->ent[i];
@@ -285,8 +286,10 @@ moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
             moe_rows v;
             moe_error e;
             memset(&e, 0, sizeof e);
-            if (src->read(src->ctx, c0 - lo + f->row_base, n, &f->bufs[tid], &v, &e) !=
-                MOE_STATUS_OK) {
+            size_t r0 = c0 - lo + f->row_base;
+            moe_status rs = src->read(src->ctx, r0, n, &f->bufs[tid], &v, &e);
+            if (rs == MOE_STATUS_OK && f->check_in_pass) rs = moe_fit_check_rows(f, &v, r0, n, &e);
+            if (rs != MOE_STATUS_OK) {
                 /* Keep the error of the earliest slab that failed. */
 #pragma omp critical(moe_fit_pass_error)
                 if (!f->io_failed || s < (size_t)f->io_failed - 1) {
@@ -322,6 +325,6 @@ moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
         return f->io_err.status != MOE_STATUS_OK ? f->io_err.status : MOE_STATUS_IO;
     }
     if (f->stats[2] != 0.0)
-        return moe_err(err, MOE_STATUS_IO, "another process failed to read its rows");
+        return moe_err(err, MOE_STATUS_IO, "another process failed to read or check its rows");
     return MOE_STATUS_OK;
 }

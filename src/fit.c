@@ -94,8 +94,9 @@ moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_source *src,
     size_t K = m->n_leaves, P = m->n_out, C = m->n_cls, ed = m->ed, gd = m->gd;
     size_t G = m->n_gates;
 
-    /* [0] objective, [1] entropy, [2] failed reads, [3] log-likelihood. */
-    size_t off = 4;
+    /* [0] objective, [1] entropy, [2] failed reads, [3] log-likelihood,
+     * [4] weight. */
+    size_t off = 5;
     f->off_esw = off;
     off += K;
     if (m->task == MOE_TASK_REGRESSION) {

@@ -415,6 +415,9 @@ struct moe_fit {
     int32_t *buf_lab;
     moe_error io_err;          /* the first read error of a pass */
     int io_failed;
+    int check_in_pass;         /* moe_fit_pass checks every row it reads (online EM:
+                                  the rows are read once per minibatch, not scanned
+                                  first) */
 
     /* Data summaries (moe_fit_prepare), over every process's rows. */
     double sum_w;              /* sum of case weights */
@@ -424,7 +427,8 @@ struct moe_fit {
     /* Statistics layout (offsets into one array of stat_size doubles):
      *   [0] the objective EM increases: the weighted log-likelihood
      *   (standardised scale), or sparse EM's bound F; [1] entropy EN of the
-     *   posteriors used; [2] failed reads; [3] the weighted log-likelihood,
+     *   posteriors used; [2] failed reads (or checks); [3] the weighted
+     *   log-likelihood; [4] the sum of the case weights,
      *   esw[K]  posterior weight of each expert,
      *   regression: eg[K][(ed+P)^2]  Gram of [z, t] weighted by w h_k;
      *   classification: egrad[K][(C-1)ed], egram[K][ed^2], ehess[K][((C-1)ed)^2 + 1];
@@ -505,10 +509,12 @@ moe_status moe_fit_reduce(const moe_fit *f, double *buf, size_t n, moe_error *er
  * deviations, two passes). */
 moe_status moe_fit_prepare(moe_fit *f, moe_error *err);
 
-/* The checks of moe_fit_prepare on the current rows alone (online EM's
- * minibatches), without touching the standardisation; *sum_w receives
- * their weight. */
-moe_status moe_fit_check(moe_fit *f, double *sum_w, moe_error *err);
+/* The checks of moe_fit_prepare on rows [0, n) of a view, which are rows
+ * r0.. of the source: finite inputs and targets, labels in range, weights
+ * finite and >= 0. The first bad value becomes the error (naming its row
+ * and column). */
+moe_status moe_fit_check_rows(const moe_fit *f, const moe_rows *v, size_t r0, size_t n,
+                              moe_error *err);
 
 /* The M-step from f->stats: updates f->m (and records events). damp: the
  * damping level of the softmax steps (see moe_softmax_step). */

@@ -3,9 +3,10 @@
  * saved model on new rows. The schedule and the update are documented at
  * moe_online_params in moe.h.
  *
- * Each minibatch costs one check and one pass over its rows (the same
- * pass as batch EM, over a window of the source) and one M-step; memory is
- * the fit's workspaces and one extra copy of the statistics.
+ * Each minibatch costs one pass over its rows (the same pass as batch EM,
+ * over a window of the source, checking every value as it reads it) and
+ * one M-step; memory is the fit's workspaces and one extra copy of the
+ * statistics.
  */
 #include "moe_impl.h"
 
@@ -106,6 +107,7 @@ moe_status moe_train_online(const moe_source *src, const moe_train_params *p,
     q.reducer = NULL;
     st = moe_fit_create(&f, m, src, &q);
     if (st != MOE_STATUS_OK) goto done;
+    f->check_in_pass = 1; /* each minibatch is read once: checked as it is read */
     size_t S = f->stat_size, K = m->n_leaves;
     size_t n_gate = moe_tree_layout(&m->tree, m->gd, NULL, NULL) * m->gd;
     size_t n_coef = m->task == MOE_TASK_CLASSIFICATION ? K * m->coef_rows * m->ed : 0;
@@ -129,13 +131,11 @@ moe_status moe_train_online(const moe_source *src, const moe_train_params *p,
         rows_pass = pass == 0 ? first : 0;
         for (size_t r0 = pass == 0 ? first : 0; r0 < N; r0 += B) {
             size_t n = N - r0 < B ? N - r0 : B;
-            double sw = 0.0;
             moe_fit_window(f, r0, n);
-            st = moe_fit_check(f, &sw, err);
-            if (st != MOE_STATUS_OK) goto done;
-            if (!(sw > 0.0)) continue;
             st = moe_fit_pass(f, err);
             if (st != MOE_STATUS_OK) goto done;
+            double sw = f->stats[4];
+            if (!(sw > 0.0)) continue;
             double ll = f->stats[0] + sw * shift_per_w;
             ll_pass += ll;
             sw_pass += sw;

@@ -22,9 +22,8 @@
  * the weighted sum, per output the weighted sum, per class the weight. */
 enum { S_W, S_USED, S_HEAD };
 
-/* Check the rows of one view; the first bad value becomes the error. */
-static moe_status check_rows(const moe_fit *f, const moe_rows *v, size_t r0, size_t n,
-                             moe_error *err) {
+moe_status moe_fit_check_rows(const moe_fit *f, const moe_rows *v, size_t r0, size_t n,
+                              moe_error *err) {
     const moe_model *m = f->m;
     size_t base = f->src->first_row + r0;
     int no_x = !v->x && m->n_cols > 0;
@@ -89,7 +88,7 @@ static moe_status scan(moe_fit *f, const double *mu, size_t na, double *out, moe
             moe_error e;
             memset(&e, 0, sizeof e);
             moe_status st = src->read(src->ctx, r0, n, buf, &v, &e);
-            if (st == MOE_STATUS_OK && !mu) st = check_rows(f, &v, r0, n, &e);
+            if (st == MOE_STATUS_OK && !mu) st = moe_fit_check_rows(f, &v, r0, n, &e);
             if (st != MOE_STATUS_OK) {
 #pragma omp critical(moe_scan_error)
                 if (!f->io_failed || s < (size_t)f->io_failed - 1) {
@@ -209,17 +208,6 @@ moe_status moe_fit_prepare(moe_fit *f, moe_error *err) {
             moe_fit_event(f, MOE_EVENT_KIND_ABSENT_CLASS, -1, (int)c, 0.0);
         }
 done:
-    free(acc);
-    return st;
-}
-
-moe_status moe_fit_check(moe_fit *f, double *sum_w, moe_error *err) {
-    const moe_model *m = f->m;
-    size_t n1 = S_HEAD + m->n_cols + m->n_out + m->n_cls;
-    double *acc = calloc(n1, sizeof(double));
-    if (!acc) return MOE_STATUS_NO_MEMORY;
-    moe_status st = scan(f, NULL, n1, acc, err);
-    *sum_w = acc[S_W];
     free(acc);
     return st;
 }

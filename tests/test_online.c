@@ -155,8 +155,31 @@ static void test_update_moves_to_new_regime(void) {
     free(y3);
 }
 
+/* A bad value in a later minibatch stops training with its row named. */
+static void test_bad_value_in_later_minibatch(void) {
+    size_t N = 30000;
+    double *x = malloc(N * 2 * sizeof(double)), *y = malloc(N * sizeof(double));
+    REQUIRE(x && y, "memory");
+    generate(11, N, 0.0, x, y);
+    y[25000] = NAN;
+    moe_dataset d = dataset(x, y, N);
+    moe_source src = moe_source_from_dataset(&d);
+    moe_train_params p = params();
+    moe_online_params op = moe_online_params_default();
+    moe_model *m = NULL;
+    moe_error err;
+    memset(&err, 0, sizeof err);
+    moe_status st = moe_train_online(&src, &p, &op, NULL, &m, &err);
+    CHECK(st == MOE_STATUS_DATA && m == NULL, "status %d", (int)st);
+    CHECK(strstr(err.message, "row 25001") != NULL, "message: %s", err.message);
+    moe_model_free(m);
+    free(x);
+    free(y);
+}
+
 int main(void) {
     RUN(test_online_one_pass_near_batch);
     RUN(test_update_moves_to_new_regime);
+    RUN(test_bad_value_in_later_minibatch);
     return check_finish();
 }
