@@ -82,23 +82,15 @@ static void sparsify(const moe_fit *f, moe_block *b, size_t nb, double *lmass, s
             }
             top[r] = j;
         }
-        double mass = 0.0, ent = 0.0, keep[64];
-        size_t nk = n < 64 ? n : 64;
+        double mass = 0.0, ent = 0.0;
         for (size_t r = 0; r < n; r++) mass += h[top[r]];
         double inv = mass > 0.0 ? 1.0 / mass : 0.0;
-        for (size_t r = 0; r < nk; r++) keep[r] = h[top[r]] * inv;
-        if (n <= 64) {
-            memset(post, 0, NN * sizeof(double));
-            for (size_t r = 0; r < n; r++) {
-                h[top[r]] = keep[r];
-                if (keep[r] > 0.0) ent -= keep[r] * log(keep[r]);
-            }
-        } else { /* large k: mark, then clear the rest */
-            for (size_t r = 0; r < n; r++) h[top[r]] = -(h[top[r]] * inv) - 1.0;
-            for (size_t j = 0; j < K; j++) {
-                h[j] = h[j] < 0.0 ? -(h[j] + 1.0) : 0.0;
-                if (h[j] > 0.0) ent -= h[j] * log(h[j]);
-            }
+        /* Kept leaves are marked by their sign (posteriors are >= 0; a kept
+         * zero becomes -0.0), the others cleared. */
+        for (size_t r = 0; r < n; r++) h[top[r]] = -(h[top[r]] * inv);
+        for (size_t j = 0; j < K; j++) {
+            h[j] = signbit(h[j]) ? -h[j] : 0.0;
+            if (h[j] > 0.0) ent -= h[j] * log(h[j]);
         }
         for (size_t g = G; g-- > 0;) {
             double s = 0.0;
