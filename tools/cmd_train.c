@@ -406,9 +406,6 @@ int cli_cmd_train(int argc, char **argv) {
     moe_moed *moed = NULL;   /* DATA is a .moed file: its header and encoder */
     moe_source src;          /* and its rows, streamed */
     memset(&src, 0, sizeof src);
-    moe_source shard_src, ds_src; /* moe-mpi: this process's rows of a CSV file */
-    memset(&shard_src, 0, sizeof shard_src);
-    memset(&ds_src, 0, sizeof ds_src);
     moe_dataset ds;
     memset(&ds, 0, sizeof ds);
     const char *data_name = NULL;
@@ -752,20 +749,23 @@ have_data:;
     op.passes = o.online_passes;
     /* Under moe-mpi: this process trains on its share of the rows (whole
      * slabs, moe_shard_rows), the statistics summed through the group. */
+    size_t first_row = 0;
     if (cli_group && cli_group->size > 1) {
         p.reducer = cli_group;
         if (!moed) {
-            size_t b0, b1;
-            moe_shard_rows(ds.n_rows, cli_group->size, cli_group->rank, &b0, &b1);
-            ds.n_rows = b1 - b0;
-            ds.x += b0 * ds.ld_x;
-            if (ds.y) ds.y += b0 * ds.ld_y;
-            if (ds.labels) ds.labels += b0;
-            if (ds.weights) ds.weights += b0;
-            shard_src = moe_source_from_dataset(&ds);
-            shard_src.first_row = b0;
+            size_t b1;
+            moe_shard_rows(ds.n_rows, cli_group->size, cli_group->rank, &first_row, &b1);
+            ds.n_rows = b1 - first_row;
+            ds.x += first_row * ds.ld_x;
+            if (ds.y) ds.y += first_row * ds.ld_y;
+            if (ds.labels) ds.labels += first_row;
+            if (ds.weights) ds.weights += first_row;
         }
     }
+    /* The rows EM reads: the .moed stream, or the encoded CSV rows (this
+     * process's share of them under moe-mpi). */
+    moe_source rows = moed ? src : moe_source_from_dataset(&ds);
+    if (!moed) rows.first_row = first_row;
     for (size_t s = 0; s < n_shapes; s++) {
         p.tree = shapes[s];
         if (o.trainer && moed) {
@@ -797,13 +797,9 @@ have_data:;
         p.tree = shapes[s];
         moe_model *m = NULL;
         scores[s] = 0.0 / 0.0;
-        moe_source *from = moed ? &src : shard_src.read ? &shard_src : NULL;
-        st = o.trainer   ? moe_train_gradient(&ds, &p, &gp, &m, &err)
-             : o.online  ? (from ? moe_train_online(from, &p, &op, NULL, &m, &err)
-                                 : (ds_src = moe_source_from_dataset(&ds),
-                                    moe_train_online(&ds_src, &p, &op, NULL, &m, &err)))
-             : from      ? moe_train_source(from, &p, &m, &err)
-                         : moe_train(&ds, &p, &m, &err);
+        st = o.trainer  ? moe_train_gradient(&ds, &p, &gp, &m, &err)
+             : o.online ? moe_train_online(&rows, &p, &op, NULL, &m, &err)
+                        : moe_train_source(&rows, &p, &m, &err);
         if (st != MOE_STATUS_OK) {
             if (st == MOE_STATUS_CANCELLED || cli_interrupted()) {
                 cli_progress_done(&prog);
