@@ -37,6 +37,7 @@ moe_train_params moe_train_params_default(void) {
     p.ridge = 1e-10;
     p.min_support = -1.0;
     p.support_policy = MOE_SUPPORT_POLICY_KEEP;
+    p.sparse_full = 10;
     return p;
 }
 
@@ -89,6 +90,8 @@ moe_status moe_train_params_check(const moe_train_params *p, const moe_dataset *
     if (!(p->min_support == -1.0 || (p->min_support >= 0.0 && isfinite(p->min_support))))
         return INVALID("min_support: %g must be >= 0 (or -1 for the default)", p->min_support);
     if (p->sparse_k < 0) return INVALID("sparse_k: %d must be >= 0", p->sparse_k);
+    if (p->sparse_full < 1 || p->sparse_full > 1000000)
+        return INVALID("sparse_full: %d is out of range (1..1e6)", p->sparse_full);
     if (p->support_policy != MOE_SUPPORT_POLICY_KEEP)
         return INVALID("support_policy: unknown value %d", (int)p->support_policy);
     if (p->reducer && (!p->reducer->sum || p->reducer->size < 1 || p->reducer->rank < 0 ||
@@ -144,6 +147,8 @@ typedef struct run_state {
     double loglik;         /* standardised scale */
     double true_llo;       /* log-likelihood, original scale (sparse EM's trace
                               holds its bound F instead) */
+    int true_stale;        /* sparse EM: the last accepted pass saw only the kept
+                              experts, so true_llo is of older parameters */
     double entropy;
 } run_state;
 
@@ -220,6 +225,42 @@ static moe_status restore(moe_fit *f, const run_state *r) {
     return MOE_STATUS_OK;
 }
 
+/* One pass of EM. Sparse EM (sparse_em.c) chooses its kind: full every
+ * sp_full iterations and whenever the rows' kept leaves are unknown; after
+ * a full pass (whose M-step moves the gates) a refresh; kept otherwise. */
+static moe_status em_pass(moe_fit *f, moe_error *err) {
+    if (!f->sp_keep || !f->sp_have_keep || f->iter % f->sp_full == 0)
+        f->sp_pass = MOE_PASS_FULL;
+    else
+        f->sp_pass = f->sp_have_prior ? MOE_PASS_KEPT : MOE_PASS_REFRESH;
+    moe_status st = moe_fit_pass(f, err);
+    if (st != MOE_STATUS_OK) {
+        f->sp_have_keep = f->sp_have_prior = 0;
+        return st;
+    }
+    if (f->sp_pass == MOE_PASS_FULL) {
+        f->sp_have_keep = f->sp_keep != NULL;
+        f->sp_have_prior = 0;
+    } else if (f->sp_pass == MOE_PASS_REFRESH) {
+        f->sp_have_prior = 1;
+    }
+    return MOE_STATUS_OK;
+}
+
+/* Sparse EM: when the run's last accepted pass looked at the kept experts
+ * only, a full pass over the same parameters (no M-step) gives their true
+ * log-likelihood for the report. */
+static moe_status true_loglik(moe_fit *f, run_state *r, double ll_shift, moe_error *err) {
+    if (!r->true_stale) return MOE_STATUS_OK;
+    f->sp_have_keep = 0;
+    moe_status st = em_pass(f, err);
+    if (st != MOE_STATUS_OK) return st;
+    r->true_llo = f->stats[3] + ll_shift;
+    r->entropy = f->stats[1];
+    r->true_stale = 0;
+    return MOE_STATUS_OK;
+}
+
 /* Reset parameters and run the initialisation pass + M-step. */
 static moe_status initialise(moe_fit *f, moe_init how, uint64_t seed, moe_error *err) {
     moe_model *m = f->m;
@@ -234,6 +275,7 @@ static moe_status initialise(moe_fit *f, moe_init how, uint64_t seed, moe_error 
     memset(f->frozen, 0, K);
     memset(f->floored, 0, K);
     f->iter = 0;
+    f->sp_have_keep = f->sp_have_prior = 0;
     if (how == MOE_INIT_KMEANS) {
         moe_status st = moe_kmeans_fit(f, seed, err);
         if (st != MOE_STATUS_OK) return st;
@@ -250,7 +292,7 @@ static moe_status initialise(moe_fit *f, moe_init how, uint64_t seed, moe_error 
         f->init_mode = 1;
         f->init_seed = seed;
     }
-    moe_status st = moe_fit_pass(f, err);
+    moe_status st = em_pass(f, err);
     f->init_mode = 0;
     if (st == MOE_STATUS_OK) moe_fit_mstep(f, 0);
     return st;
@@ -271,7 +313,7 @@ static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double
                          moe_error *err) {
     int damp = 0;
     for (;;) {
-        moe_status pst = moe_fit_pass(f, err);
+        moe_status pst = em_pass(f, err);
         if (pst != MOE_STATUS_OK) return pst;
         double ll = f->stats[0];
         double llo = ll + ll_shift;
@@ -285,6 +327,7 @@ static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double
             double prev = r->trace[r->n_trace - 1];
             if (!(llo >= prev - 1e-12 * fabs(prev))) {
                 moe_status st = restore(f, r);
+                f->sp_have_keep = f->sp_have_prior = 0; /* sparse EM: start over, full */
                 if (st != MOE_STATUS_OK) return st;
                 memcpy(f->stats, f->stats_prev, f->stat_size * sizeof(double));
                 if (damp < MOE_DAMP_GUARANTEED) {
@@ -301,7 +344,8 @@ static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double
                 moe_fit_event(f, MOE_EVENT_KIND_NOT_MONOTONE, -1, -1, llo - prev);
                 r->stopped = 1;
                 r->entropy = f->stats[1];
-                return snapshot(f, r);
+                st = true_loglik(f, r, ll_shift, err);
+                return st != MOE_STATUS_OK ? st : snapshot(f, r);
             }
         }
         /* Accepted. The next step starts one halving shorter than this one
@@ -310,7 +354,8 @@ static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double
         if (damp > 0) damp--;
         if (trace_push(r, llo) != 0) return MOE_STATUS_NO_MEMORY;
         r->loglik = ll;
-        r->true_llo = f->stats[3] + ll_shift;
+        r->true_stale = f->sp_pass != MOE_PASS_FULL;
+        if (!r->true_stale) r->true_llo = f->stats[3] + ll_shift;
         r->entropy = f->stats[1];
         r->iter = f->iter;
         double delta = r->n_trace > 1 ? llo - r->trace[r->n_trace - 2] : NAN;
@@ -318,7 +363,10 @@ static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double
             moe_iter_info info = {restart, p->n_restarts, f->iter, llo, delta, short_run};
             if (p->on_iter(&info, p->user_data)) return MOE_STATUS_CANCELLED;
         }
-        if (tol > 0.0 && r->n_trace > 1 && fabs(delta) <= tol * fabs(llo)) {
+        /* Sparse EM converges only at a full pass (the gates and the kept
+         * sets are still for the taking in between). */
+        if (tol > 0.0 && r->n_trace > 1 && f->sp_pass == MOE_PASS_FULL &&
+            fabs(delta) <= tol * fabs(llo)) {
             r->converged = 1;
             break;
         }
@@ -332,7 +380,8 @@ static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double
         moe_fit_mstep(f, damp);
         f->iter++;
     }
-    return snapshot(f, r);
+    moe_status st = true_loglik(f, r, ll_shift, err);
+    return st != MOE_STATUS_OK ? st : snapshot(f, r);
 }
 
 /* ---- training ------------------------------------------------------------------ */

@@ -61,85 +61,6 @@ static void init_posteriors(const moe_fit *f, moe_block *b, size_t grow, const m
     }
 }
 
-/* Sparse EM: keep each row's k largest leaf posteriors (ties to the lower
- * index), renormalised; the other leaves get 0 and the gates' posteriors
- * are summed again. lmass[i] receives log of the kept mass, ent[i] the
- * entropy of the kept posteriors, kept[i k ..] the kept leaves. One scan
- * of the K posteriors per row with a sorted list of the k best so far. */
-static void sparsify(const moe_fit *f, moe_block *b, size_t nb, double *lmass, size_t *kept) {
-    const moe_model *m = f->m;
-    size_t K = m->n_leaves, NN = f->nd.n_nodes, G = m->n_gates, k = f->sparse_k;
-    for (size_t i = 0; i < nb; i++) {
-        double *post = b->post + i * NN, *h = post + G;
-        size_t *top = kept + i * k, n = 0;
-        for (size_t j = 0; j < K; j++) {
-            double v = h[j];
-            if (n == k && !(v > h[top[k - 1]])) continue;
-            size_t r = n < k ? n++ : k - 1; /* insert, keeping the order */
-            while (r > 0 && v > h[top[r - 1]]) {
-                top[r] = top[r - 1];
-                r--;
-            }
-            top[r] = j;
-        }
-        double mass = 0.0, ent = 0.0;
-        for (size_t r = 0; r < n; r++) mass += h[top[r]];
-        double inv = mass > 0.0 ? 1.0 / mass : 0.0;
-        /* Kept leaves are marked by their sign (posteriors are >= 0; a kept
-         * zero becomes -0.0), the others cleared. */
-        for (size_t r = 0; r < n; r++) h[top[r]] = -(h[top[r]] * inv);
-        for (size_t j = 0; j < K; j++) {
-            h[j] = signbit(h[j]) ? -h[j] : 0.0;
-            if (h[j] > 0.0) ent -= h[j] * log(h[j]);
-        }
-        for (size_t g = G; g-- > 0;) {
-            double s = 0.0;
-            for (size_t c = 0; c < m->gate_nch[g]; c++) s += post[f->nd.child0[g] + c];
-            post[g] = s;
-        }
-        lmass[i] = mass > 0.0 ? log(mass) : -INFINITY;
-        b->ent[i] = ent;
-    }
-}
-
-/* Sparse EM's Gaussian statistics: the rows are grouped by their kept
- * experts (a counting sort of the nb k kept pairs), and each expert's Gram
- * of u = [z, t] weighted by w h is one GEMM over its own rows: k (ed+P)^2
- * per row instead of K. */
-static void sparse_gram(const moe_fit *f, const moe_block *b, const double *u, const double *wt,
-                        size_t nb, double *A, double *U, const size_t *kept, size_t *idx,
-                        double *st) {
-    const moe_model *m = f->m;
-    size_t K = m->n_leaves, NN = f->nd.n_nodes, G = m->n_gates, q = m->ed + m->n_out;
-    size_t k = f->sparse_k;
-    size_t *cnt = idx + MOE_BLOCK_ROWS * k;
-    memset(cnt, 0, (K + 1) * sizeof(size_t));
-    for (size_t e = 0; e < nb * k; e++) cnt[kept[e] + 1]++;
-    for (size_t j = 0; j < K; j++) cnt[j + 1] += cnt[j];
-    for (size_t i = 0; i < nb; i++) /* rows in order within each expert */
-        for (size_t r = 0; r < k; r++) idx[cnt[kept[i * k + r]]++] = i;
-    /* cnt[j] is now the end of expert j's rows (the start of j + 1's). */
-    size_t s0 = 0;
-    for (size_t j = 0; j < K; j++) {
-        size_t n = cnt[j] - s0;
-        double sw = 0.0;
-        for (size_t r = 0; r < n; r++) {
-            size_t i = idx[s0 + r];
-            double w = (wt ? wt[i] : 1.0) * b->post[i * NN + G + j];
-            sw += w;
-            for (size_t c = 0; c < q; c++) {
-                U[r * q + c] = u[i * q + c];
-                A[r * q + c] = w * u[i * q + c];
-            }
-        }
-        if (n > 0)
-            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)q, (int)q, (int)n, 1.0, A,
-                        (int)q, U, (int)q, 1.0, st + f->off_eg + j * q * q, (int)q);
-        st[f->off_esw + j] += sw;
-        s0 = cnt[j];
-    }
-}
-
 /* Add the block's weight sum to a sampled Hessian's last slot. */
 static void hess_weight(double *hess, size_t n, const double *w, size_t nb) {
     double s = 0.0;
@@ -149,7 +70,7 @@ static void hess_weight(double *hess, size_t n, const double *w, size_t nb) {
 
 /* Rows i0 .. i0 + nb - 1 of the view v are the block's rows. */
 static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t i0,
-                             size_t nb, int with_hess, double *st) {
+                             size_t nb, size_t row, int with_hess, double *st) {
     const moe_model *m = f->m;
     size_t K = m->n_leaves, P = m->n_out, C = m->n_cls, ed = m->ed, gd = m->gd;
     size_t NN = f->nd.n_nodes, G = m->n_gates, GR = f->nd.gate_rows;
@@ -166,7 +87,8 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
     const double *wt = v->weights ? v->weights + i0 : NULL;
     double *sp = f->sparse_k ? f->sp_mem + (size_t)(b - f->blocks) * f->sp_stride : NULL;
     size_t *spi = sp ? f->sp_idx + (size_t)(b - f->blocks) * f->sp_istride : NULL;
-    if (sp) sparsify(f, b, nb, sp, spi);
+    double *sph = sp ? sp + MOE_BLOCK_ROWS * (1 + 2 * (ed + P)) : NULL; /* kept posteriors */
+    if (sp) moe_sparse_keep(f, b, nb, row, sp, spi, sph); /* sparse_em.c */
     double ll = 0.0, ent = 0.0, obj = 0.0;
     for (size_t i = 0; i < nb; i++) {
         double wi = wt ? wt[i] : 1.0;
@@ -192,8 +114,8 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
             for (size_t j = 0; j < P; j++) u[i * q + ed + j] = b->tgt[i * P + j];
         }
         if (sp) {
-            sparse_gram(f, b, u, wt, nb, sp + MOE_BLOCK_ROWS, sp + MOE_BLOCK_ROWS * (1 + q), spi,
-                        spi + MOE_BLOCK_ROWS * f->sparse_k, st);
+            moe_sparse_gram(f, u, wt, nb, spi, sph, sp + MOE_BLOCK_ROWS,
+                            sp + MOE_BLOCK_ROWS * (1 + q), spi + MOE_BLOCK_ROWS * f->sparse_k, st);
         }
         for (size_t k0 = 0; k0 < K && !sp; k0 += group) {
             size_t ng = K - k0 < group ? K - k0 : group;
@@ -294,12 +216,17 @@ moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
             for (size_t i0 = 0; i0 < n; i0 += MOE_BLOCK_ROWS) {
                 size_t nb = n - i0 < MOE_BLOCK_ROWS ? n - i0 : MOE_BLOCK_ROWS;
                 size_t q = c0 + i0;
+                int with_hess = (q / MOE_BLOCK_ROWS) % f->hess_stride == 0;
+                if (f->sp_pass != MOE_PASS_FULL) { /* sparse EM's kept leaves only */
+                    moe_sparse_block(f, b, &v, i0, nb, q - lo, with_hess, st);
+                    continue;
+                }
                 moe_block_gates(f->m, &f->nd, b, nb, v.x + i0 * v.ld_x, v.ld_x);
                 moe_block_experts(f->m, b, nb);
                 moe_block_posterior(f->m, &f->nd, b, nb, v.y ? v.y + i0 * v.ld_y : NULL, v.ld_y,
                                     v.labels ? v.labels + i0 : NULL);
                 if (f->init_mode) init_posteriors(f, b, rseed0 + q, &v, i0, nb);
-                accumulate_block(f, b, &v, i0, nb, (q / MOE_BLOCK_ROWS) % f->hess_stride == 0, st);
+                accumulate_block(f, b, &v, i0, nb, q - lo, with_hess, st);
             }
         }
     }

@@ -161,13 +161,19 @@ moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_source *src,
     }
 
     if (params->sparse_k > 0 && (size_t)params->sparse_k < K) {
-        size_t q = ed + P, k = (size_t)params->sparse_k;
+        size_t k = (size_t)params->sparse_k;
         f->sparse_k = k;
-        f->sp_stride = MOE_BLOCK_ROWS * (1 + 2 * q);
+        f->sp_stride = moe_sparse_scratch(m, k);
         f->sp_istride = 2 * MOE_BLOCK_ROWS * k + K + 1;
         f->sp_mem = malloc((size_t)nt * f->sp_stride * sizeof(double));
         f->sp_idx = malloc((size_t)nt * f->sp_istride * sizeof(size_t));
         if (!f->sp_mem || !f->sp_idx) goto oom;
+        f->sp_full = params->sparse_full;
+        if (f->sp_full > 1) { /* the rows' state between passes */
+            f->sp_keep = malloc(src->n_rows * k * sizeof(int32_t) + 1);
+            f->sp_lprior = malloc(src->n_rows * k * sizeof(double) + 1);
+            if (!f->sp_keep || !f->sp_lprior) goto oom;
+        }
     }
 
     f->slab = malloc(max_slabs * f->stat_size * sizeof(double));
@@ -219,6 +225,8 @@ void moe_fit_free(moe_fit *f) {
     free(f->events);
     free(f->sp_mem);
     free(f->sp_idx);
+    free(f->sp_keep);
+    free(f->sp_lprior);
     free(f->bufs);
     free(f->buf_mem);
     free(f->buf_lab);

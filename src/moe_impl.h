@@ -438,14 +438,22 @@ struct moe_fit {
     size_t *off_ggrad, *off_ggram, *off_ghess; /* [G]; off_ghess SIZE_MAX = bound only */
     int e_newton;
     size_t hess_stride;        /* Hessians use blocks blk % hess_stride == 0 */
-    /* Sparse EM (params.sparse_k < K): per thread, log kept mass [BR], the
-     * rows of each expert gathered [BR x (ed+P)] twice; and the kept leaves
-     * of each row [BR k], the rows by expert [BR k] and counts [K + 1]. */
+    /* Sparse EM (params.sparse_k < K; sparse_em.c): per thread, scratch of
+     * moe_sparse_scratch() doubles, and the kept leaves of each row [BR k],
+     * the pairs by expert [BR k] and counts [K + 1]. With sparse_full > 1
+     * the rows' state: kept leaves and their log priors [n_rows k], and the
+     * kind of the next pass (MOE_PASS_*), which EM chooses. */
     size_t sparse_k;
     double *sp_mem;
     size_t sp_stride;
     size_t *sp_idx;
     size_t sp_istride;
+    int sp_full;               /* a full pass every sp_full iterations */
+    int sp_pass;
+    int sp_have_keep;          /* sp_keep holds the kept leaves of a full pass */
+    int sp_have_prior;         /* sp_lprior holds the current gates' priors */
+    int32_t *sp_keep;
+    double *sp_lprior;
     size_t stat_size;
     double *slab;              /* [max_slabs x stat_size] */
     double *stats;             /* [stat_size] the sums, in slab order */
@@ -474,6 +482,44 @@ struct moe_fit {
     size_t n_events, cap_events;
     int iter;                  /* EM iterations done in the current run */
 };
+
+/* ---- sparse EM (sparse_em.c) --------------------------------------------- */
+
+/* Kinds of pass of sparse EM (see sparse_em.c); dense EM's is FULL. */
+enum { MOE_PASS_FULL = 0, MOE_PASS_REFRESH = 1, MOE_PASS_KEPT = 2 };
+
+/* Gram matrices of at most this width are updated pair by pair (rank 1);
+ * wider ones by a GEMM per expert over its gathered rows. */
+#define MOE_SPARSE_DIRECT_Q 24
+
+/* Doubles of per-thread scratch sparse EM needs for a model and k. */
+size_t moe_sparse_scratch(const moe_model *m, size_t k);
+
+/* After a full E-step of nb rows: keep each row's k largest leaf
+ * posteriors (ties to the lower index), renormalised, the others 0, the
+ * gates' posteriors summed again. lmass[i] receives the log of the kept
+ * mass, b->ent[i] the kept posteriors' entropy, kept[i k + r] the kept
+ * leaves (largest first), hk[i k + r] their posteriors. With f->sp_keep,
+ * also records the kept leaves and their log priors of the rows row ..
+ * row + nb - 1 (this process's row numbers). */
+void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, double *lmass,
+                     size_t *kept, double *hk);
+
+/* Add the Gaussian experts' Gram matrices (upper triangles) and weights of
+ * the kept pairs: u (nb x q) the rows [z, t], pair (i, r) weighted by wt[i]
+ * hk[i k + r] for expert kept[i k + r]. Up to MOE_SPARSE_DIRECT_Q a rank-1
+ * update per pair; wider, each expert's rows gathered into A and U (nb x q
+ * each) for one GEMM (idx: nb k + K + 1 indices of scratch). */
+void moe_sparse_gram(const moe_fit *f, const double *u, const double *wt, size_t nb,
+                     const size_t *kept, const double *hk, double *A, double *U, size_t *idx,
+                     double *st);
+
+/* A refresh or kept pass over rows i0 .. i0 + nb - 1 of v (this process's
+ * rows row ..): posteriors over the recorded kept leaves, F, and the
+ * experts' statistics into st (the gates' stay zero). */
+void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t i0, size_t nb,
+                      size_t row, int with_hess, double *st);
+
 
 /* Create / free the fit state for a model shape and row source. */
 moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_source *src,

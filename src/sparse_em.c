@@ -1,0 +1,319 @@
+/*
+ * sparse_em.c -- sparse EM (Neal & Hinton 1998, "A view of the EM algorithm
+ * that justifies incremental, sparse, and other variants"): each row keeps
+ * only its k most probable leaves, and most iterations look at those leaves
+ * alone.
+ *
+ * EM increases the bound F = sum_i w_i log sum_{l in S_i} pi_il p_il, with
+ * S_i the row's kept leaves, pi the gates' prior and p the expert's density
+ * (the posteriors are those of the kept leaves, renormalised). An iteration
+ * of sparse EM (params.sparse_full = R > 1) is one of three passes:
+ *   - full (every R-th iteration, and whenever the kept sets are unknown):
+ *     the dense E-step; S_i becomes the row's k largest posteriors, which
+ *     maximises F over S at the current parameters; then the M-step of the
+ *     experts and the gates;
+ *   - refresh (the iteration after a gate moved): the gates' priors of the
+ *     kept leaves under the new gates (O(gate work) per row), the kept
+ *     experts only; M-step of the experts;
+ *   - kept (the others): the kept experts only, with the priors recorded by
+ *     the refresh pass -- O(k (D + D^2)) per row, nothing in K; M-step of
+ *     the experts.
+ * Each pass maximises F over the posteriors on S and each M-step over some
+ * parameters with the others fixed, so F never decreases (EM checks it as
+ * for dense EM). The per-row state is S_i and the kept leaves' log priors:
+ * k (4 + 8) bytes per row.
+ */
+#include "moe_impl.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#define LOG_2PI 1.8378770664093454836
+
+void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, double *lmass,
+                     size_t *kept, double *hk) {
+    const moe_model *m = f->m;
+    size_t K = m->n_leaves, NN = f->nd.n_nodes, G = m->n_gates, k = f->sparse_k;
+    for (size_t i = 0; i < nb; i++) {
+        double *post = b->post + i * NN, *h = post + G;
+        size_t *top = kept + i * k, n = 0;
+        /* One scan of the K posteriors with a sorted list of the k best so
+         * far (ties to the lower index). */
+        for (size_t j = 0; j < K; j++) {
+            double v = h[j];
+            if (n == k && !(v > h[top[k - 1]])) continue;
+            size_t r = n < k ? n++ : k - 1; /* insert, keeping the order */
+            while (r > 0 && v > h[top[r - 1]]) {
+                top[r] = top[r - 1];
+                r--;
+            }
+            top[r] = j;
+        }
+        double mass = 0.0, ent = 0.0;
+        for (size_t r = 0; r < n; r++) mass += h[top[r]];
+        double inv = mass > 0.0 ? 1.0 / mass : 0.0;
+        /* Kept leaves are marked by their sign (posteriors are >= 0; a kept
+         * zero becomes -0.0), the others cleared. */
+        for (size_t r = 0; r < n; r++) h[top[r]] = -(h[top[r]] * inv);
+        for (size_t j = 0; j < K; j++) {
+            h[j] = signbit(h[j]) ? -h[j] : 0.0;
+            if (h[j] > 0.0) ent -= h[j] * log(h[j]);
+        }
+        for (size_t r = 0; r < n; r++) hk[i * k + r] = h[top[r]];
+        for (size_t g = G; g-- > 0;) {
+            double s = 0.0;
+            for (size_t c = 0; c < m->gate_nch[g]; c++) s += post[f->nd.child0[g] + c];
+            post[g] = s;
+        }
+        lmass[i] = mass > 0.0 ? log(mass) : -INFINITY;
+        b->ent[i] = ent;
+        if (f->sp_keep) { /* the rows' state for the passes that follow */
+            int32_t *ks = f->sp_keep + (row + i) * k;
+            double *lp = f->sp_lprior + (row + i) * k;
+            for (size_t r = 0; r < n; r++) {
+                ks[r] = (int32_t)top[r];
+                lp[r] = b->lp[i * NN + G + top[r]];
+            }
+        }
+    }
+}
+
+/* Counting sort of the block's nb k (row, leaf) pairs by leaf: idx receives
+ * the pairs (row * k + r), rows increasing within a leaf; cnt[j] ends as
+ * the end of leaf j's pairs. */
+static void sort_pairs(size_t K, size_t nb, size_t k, const size_t *kept, size_t *idx,
+                       size_t *cnt) {
+    memset(cnt, 0, (K + 1) * sizeof(size_t));
+    for (size_t e = 0; e < nb * k; e++) cnt[kept[e] + 1]++;
+    for (size_t j = 0; j < K; j++) cnt[j + 1] += cnt[j];
+    for (size_t e = 0; e < nb * k; e++) idx[cnt[kept[e]]++] = e;
+}
+
+void moe_sparse_gram(const moe_fit *f, const double *u, const double *wt, size_t nb,
+                     const size_t *kept, const double *hk, double *A, double *U, size_t *idx,
+                     double *st) {
+    const moe_model *m = f->m;
+    size_t K = m->n_leaves, q = m->ed + m->n_out, k = f->sparse_k;
+    if (q <= MOE_SPARSE_DIRECT_Q) {
+        /* Small Grams (all K of them stay in cache): one rank-1 update per
+         * kept pair, in row order -- of whole rows, q^2 multiply-adds: at
+         * these widths a fixed-length row vectorises better than the upper
+         * triangle's shrinking ones (the M-step reads the upper triangle). */
+        for (size_t e = 0; e < nb * k; e++) {
+            size_t i = e / k, j = kept[e];
+            double w = (wt ? wt[i] : 1.0) * hk[e];
+            st[f->off_esw + j] += w;
+            double *G = st + f->off_eg + j * q * q;
+            const double *ui = u + i * q;
+            for (size_t a = 0; a < q; a++) {
+                double wa = w * ui[a];
+                double *Ga = G + a * q;
+                for (size_t c = 0; c < q; c++) Ga[c] += wa * ui[c];
+            }
+        }
+        return;
+    }
+    /* Larger: each expert's rows gathered, one GEMM per expert. */
+    size_t *cnt = idx + MOE_BLOCK_ROWS * k;
+    sort_pairs(K, nb, k, kept, idx, cnt);
+    size_t s0 = 0;
+    for (size_t j = 0; j < K; j++) {
+        size_t n = cnt[j] - s0;
+        double sw = 0.0;
+        for (size_t r = 0; r < n; r++) {
+            size_t e = idx[s0 + r], i = e / k;
+            double w = (wt ? wt[i] : 1.0) * hk[e];
+            sw += w;
+            for (size_t c = 0; c < q; c++) {
+                U[r * q + c] = u[i * q + c];
+                A[r * q + c] = w * u[i * q + c];
+            }
+        }
+        if (n > 0)
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)q, (int)q, (int)n, 1.0, A,
+                        (int)q, U, (int)q, 1.0, st + f->off_eg + j * q * q, (int)q);
+        st[f->off_esw + j] += sw;
+        s0 = cnt[j];
+    }
+}
+
+/* Multinomial experts' statistics from the kept pairs, each expert on its
+ * own rows (gathered): gradient, Gram and (sampled blocks) Hessian of its
+ * h-weighted log-likelihood, as accumulate_block does for dense EM.
+ * pk: the kept pairs' class probabilities (nb k x C). */
+static void sparse_softmax(const moe_fit *f, const moe_rows *v, size_t i0, const double *ze,
+                           size_t nb, const size_t *kept, const double *hk, const double *pk,
+                           int with_hess, double *gat, size_t *idx, double *st) {
+    const moe_model *m = f->m;
+    size_t K = m->n_leaves, C = m->n_cls, ed = m->ed, k = f->sparse_k, n = (C - 1) * ed;
+    const double *wt = v->weights ? v->weights + i0 : NULL;
+    size_t *cnt = idx + MOE_BLOCK_ROWS * k;
+    double *Z = gat, *w = Z + MOE_BLOCK_ROWS * ed, *t = w + MOE_BLOCK_ROWS;
+    double *p = t + MOE_BLOCK_ROWS * C, *acc = p + MOE_BLOCK_ROWS * C;
+    sort_pairs(K, nb, k, kept, idx, cnt);
+    size_t s0 = 0;
+    for (size_t j = 0; j < K; j++) {
+        size_t nj = cnt[j] - s0;
+        double sw = 0.0;
+        for (size_t r = 0; r < nj; r++) {
+            size_t e = idx[s0 + r], i = e / k;
+            w[r] = (wt ? wt[i] : 1.0) * hk[e];
+            sw += w[r];
+            memcpy(Z + r * ed, ze + i * ed, ed * sizeof(double));
+            memcpy(p + r * C, pk + e * C, C * sizeof(double));
+            for (size_t c = 0; c < C; c++) t[r * C + c] = 0.0;
+            t[r * C + (size_t)v->labels[i0 + i]] = 1.0;
+        }
+        s0 = cnt[j];
+        st[f->off_esw + j] += sw;
+        if (sw == 0.0) continue;
+        double *h = f->e_newton && with_hess ? st + f->off_ehess + j * (n * n + 1) : NULL;
+        moe_softmax_accumulate(nj, C, ed, Z, w, t, C, p, C, st + f->off_egrad + j * n,
+                               st + f->off_egram + j * ed * ed, h, acc);
+        if (h)
+            for (size_t r = 0; r < nj; r++) h[n * n] += w[r];
+    }
+}
+
+size_t moe_sparse_scratch(const moe_model *m, size_t k) {
+    size_t q = m->ed + m->n_out, C = m->n_cls, ed = m->ed;
+    size_t F = C > 0 ? C - 1 : 0;
+    size_t acc = F + ed > F * ed ? F + ed : F * ed;
+    size_t gather = 2 * q > ed + 1 + 2 * C + acc ? 2 * q : ed + 1 + 2 * C + acc;
+    /* lmass or F per row; per pair: h, log joint, leaf index as double-free
+     * room; class probabilities of each pair; the rows [z, t]; gathering */
+    return MOE_BLOCK_ROWS * (1 + 2 * k + k * C + q + gather);
+}
+
+void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t i0, size_t nb,
+                      size_t row, int with_hess, double *st) {
+    const moe_model *m = f->m;
+    size_t P = m->n_out, C = m->n_cls, ed = m->ed, k = f->sparse_k;
+    size_t NN = f->nd.n_nodes, G = m->n_gates, q = ed + P;
+    size_t tid = (size_t)(b - f->blocks);
+    double *sp = f->sp_mem + tid * f->sp_stride;
+    size_t *kept = f->sp_idx + tid * f->sp_istride, *idx = kept + MOE_BLOCK_ROWS * k;
+    double *hk = sp + MOE_BLOCK_ROWS, *lj = hk + MOE_BLOCK_ROWS * k;
+    double *pk = lj + MOE_BLOCK_ROWS * k, *u = pk + MOE_BLOCK_ROWS * k * C;
+    double *gat = u + MOE_BLOCK_ROWS * q;
+    const int32_t *ks = f->sp_keep + row * k;
+    double *lpr = f->sp_lprior + row * k;
+    const double *x = v->x + i0 * v->ld_x;
+    const double *wt = v->weights ? v->weights + i0 : NULL;
+
+    for (size_t e = 0; e < nb * k; e++) kept[e] = (size_t)ks[e];
+    if (f->sp_pass == MOE_PASS_REFRESH) {
+        /* The gates moved: every gate's softmax again (and ze), then the
+         * kept leaves' new log priors. */
+        moe_block_gates(m, &f->nd, b, nb, x, v->ld_x);
+        for (size_t e = 0; e < nb * k; e++) lpr[e] = b->lp[(e / k) * NN + G + kept[e]];
+    } else {
+        double *ie = b->inv;
+        for (size_t j = 0; j < m->n_ecols; j++) ie[j] = 1.0 / m->x_scale[m->ecols[j]];
+        for (size_t i = 0; i < nb; i++) {
+            const double *xi = x + i * v->ld_x;
+            double *ze = b->ze + i * ed;
+            ze[0] = 1.0;
+            for (size_t j = 0; j < m->n_ecols; j++) {
+                size_t c = m->ecols[j];
+                ze[1 + j] = (xi[c] - m->x_mean[c]) * ie[j];
+            }
+        }
+    }
+
+    /* The kept experts' log joints (log prior + log density), in lj. */
+    double iy[64];
+    for (size_t p = 0; p < P && p < 64; p++) iy[p] = 1.0 / m->y_scale[p];
+    double *mxr = sp; /* the rows' largest log joint, then F */
+    for (size_t i = 0; i < nb; i++) {
+        const double *ze = b->ze + i * ed;
+        double *ui = u + i * q;
+        memcpy(ui, ze, ed * sizeof(double));
+        for (size_t p = 0; p < P; p++) {
+            double yp = v->y[(i0 + i) * v->ld_y + p] - m->y_mean[p];
+            ui[ed + p] = p < 64 ? yp * iy[p] : yp / m->y_scale[p];
+        }
+        double mx = -INFINITY, *l = lj + i * k;
+        for (size_t r = 0; r < k; r++) {
+            size_t j = kept[i * k + r];
+            double ld;
+            if (m->task == MOE_TASK_REGRESSION) {
+                /* u = L^{-1} (t - mu) by forward substitution */
+                const double *L = m->chol + j * P * P;
+                double qf = 0.0, z[64];
+                double *zz = P <= 64 ? z : gat; /* gat is free until the statistics */
+                for (size_t p = 0; p < P; p++) {
+                    const double *c = m->coef + (j * P + p) * ed;
+                    double mu = 0.0;
+                    for (size_t a = 0; a < ed; a++) mu += c[a] * ze[a];
+                    double s = ui[ed + p] - mu;
+                    for (size_t a = 0; a < p; a++) s -= L[p * P + a] * zz[a];
+                    zz[p] = s * (1.0 / L[p * P + p]);
+                    qf += zz[p] * zz[p];
+                }
+                ld = -0.5 * ((double)P * LOG_2PI + m->logdet[j] + qf);
+            } else {
+                double *pc = pk + (i * k + r) * C;
+                for (size_t c = 0; c < C; c++) {
+                    const double *cf = m->coef + (j * C + c) * ed;
+                    double s = 0.0;
+                    for (size_t a = 0; a < ed; a++) s += cf[a] * ze[a];
+                    pc[c] = s;
+                }
+                moe_log_softmax(pc, C);
+                ld = pc[(size_t)v->labels[i0 + i]];
+            }
+            l[r] = lpr[i * k + r] + ld;
+            if (l[r] > mx) mx = l[r];
+        }
+        mxr[i] = mx;
+        for (size_t r = 0; r < k; r++) hk[i * k + r] = isfinite(mx) ? l[r] - mx : 0.0;
+    }
+    if (m->task == MOE_TASK_CLASSIFICATION) moe_vexp(pk, pk, nb * k * C);
+    /* Posteriors over the kept leaves: exp and log over the block at once
+     * (vmath.c); F_i = max + log sum, and the entropy -sum h log h needs no
+     * log (log h = lj - F_i). */
+    moe_vexp(hk, hk, nb * k);
+    double *sum = b->ent;
+    for (size_t i = 0; i < nb; i++) {
+        double s = 0.0;
+        for (size_t r = 0; r < k; r++) s += hk[i * k + r];
+        sum[i] = s;
+    }
+    moe_vlog(b->ll, sum, nb);
+    double obj = 0.0, ent = 0.0, wsum = 0.0;
+    for (size_t i = 0; i < nb; i++) {
+        double *h = hk + i * k, *l = lj + i * k, fi = mxr[i], e = 0.0;
+        if (isfinite(fi)) {
+            double inv = 1.0 / sum[i];
+            fi += b->ll[i];
+            for (size_t r = 0; r < k; r++) {
+                h[r] *= inv;
+                if (h[r] > 0.0) e -= h[r] * (l[r] - fi);
+            }
+        } else {
+            /* No kept leaf gives the target any density: the posteriors fall
+             * back to the kept leaves' priors; the row's F is -inf. */
+            double pm = -INFINITY, s = 0.0;
+            for (size_t r = 0; r < k; r++)
+                if (lpr[i * k + r] > pm) pm = lpr[i * k + r];
+            for (size_t r = 0; r < k; r++)
+                s += (h[r] = isfinite(pm) ? exp(lpr[i * k + r] - pm) : 1.0);
+            for (size_t r = 0; r < k; r++) h[r] /= s;
+        }
+        double wi = wt ? wt[i] : 1.0;
+        wsum += wi;
+        if (wi == 0.0) continue;
+        obj += wi * fi;
+        ent += wi * e;
+    }
+    st[0] += obj;
+    st[1] += ent;
+    st[4] += wsum;
+
+    if (m->task == MOE_TASK_REGRESSION)
+        moe_sparse_gram(f, u, wt, nb, kept, hk, gat, gat + MOE_BLOCK_ROWS * q, idx, st);
+    else
+        sparse_softmax(f, v, i0, b->ze, nb, kept, hk, pk, with_hess, gat, idx, st);
+}
