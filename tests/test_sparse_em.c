@@ -126,11 +126,50 @@ static void test_sparse_classification_monotone(void) {
     moe_model_free(b);
 }
 
+/* Partial iterations (sparse_full): the same model bytes on 1 and 2
+ * threads; F monotone; about the log-likelihood of all-full sparse EM. */
+static void test_partial_iterations(void) {
+    moe_dataset d = dataset(0);
+    moe_train_params p = params(0, 2);
+    p.n_restarts = 2;
+    p.sparse_full = 1;
+    moe_model *full = NULL, *one = NULL, *two = NULL;
+    moe_error err;
+    REQUIRE(moe_train(&d, &p, &full, &err) == MOE_STATUS_OK, "%s", err.message);
+    p.sparse_full = 10;
+    p.n_threads = 1;
+    REQUIRE(moe_train(&d, &p, &one, &err) == MOE_STATUS_OK, "%s", err.message);
+    p.n_threads = 2;
+    REQUIRE(moe_train(&d, &p, &two, &err) == MOE_STATUS_OK, "%s", err.message);
+    moe_fit_report rf = moe_model_report(full), r1 = moe_model_report(one),
+                   r2 = moe_model_report(two);
+    printf("  sparse k=2: every iteration full %.4f (%d iterations), a full one in 10 %.4f (%d)\n",
+           rf.loglik, rf.iterations, r1.loglik, r1.iterations);
+    CHECK(monotone(one), "F decreased with partial iterations");
+    CHECK(r1.loglik == r2.loglik && r1.iterations == r2.iterations, "threads: %.17g vs %.17g",
+          r1.loglik, r2.loglik);
+    double c1[64], c2[64];
+    for (size_t k = 0; k < K_EXP; k++) {
+        REQUIRE(moe_model_expert_coef(one, k, c1) == MOE_STATUS_OK, "coefficients");
+        REQUIRE(moe_model_expert_coef(two, k, c2) == MOE_STATUS_OK, "coefficients");
+        CHECK(memcmp(c1, c2, 3 * sizeof(double)) == 0, "expert %zu differs across threads", k);
+    }
+    CHECK(r1.loglik >= rf.loglik - 0.005 * fabs(rf.loglik), "partial %.4f vs full %.4f",
+          r1.loglik, rf.loglik);
+    moe_model_free(full);
+    moe_model_free(one);
+    moe_model_free(two);
+}
+
 static void test_bad_k(void) {
     moe_train_params p = params(0, -1);
     moe_error err;
     CHECK(moe_train_params_check(&p, NULL, &err) == MOE_STATUS_INVALID_ARGUMENT, "accepted -1");
     CHECK(strstr(err.message, "sparse_k") != NULL, "%s", err.message);
+    p = params(0, 2);
+    p.sparse_full = 0;
+    CHECK(moe_train_params_check(&p, NULL, &err) == MOE_STATUS_INVALID_ARGUMENT, "accepted 0");
+    CHECK(strstr(err.message, "sparse_full") != NULL, "%s", err.message);
 }
 
 int main(void) {
@@ -138,6 +177,7 @@ int main(void) {
     RUN(test_k_equal_K_is_dense);
     RUN(test_sparse_regression);
     RUN(test_sparse_classification_monotone);
+    RUN(test_partial_iterations);
     RUN(test_bad_k);
     return check_finish();
 }
