@@ -105,6 +105,7 @@ moe_status moe_train_online(const moe_source *src, const moe_train_params *p,
     }
     moe_train_params q = *p;
     q.reducer = NULL;
+    q.sparse_full = 1; /* every minibatch's pass is a full one: no rows' state */
     st = moe_fit_create(&f, m, src, &q);
     if (st != MOE_STATUS_OK) goto done;
     f->check_in_pass = 1; /* each minibatch is read once: checked as it is read */
