@@ -54,6 +54,13 @@ mpi_env $MPIRUN "$MPI" train -q -k 2 -r 3 -s 7 d.moed -o three.moe
 "$MOE" predict -O mean,sd,gates three.moe d.csv > p3.csv
 check mpi_train_moed numdiff p1.csv p3.csv 1e-9
 
+# Sparse EM with partial iterations: each process keeps its own rows' kept
+# experts; the model is still the one-process model, byte for byte.
+sp="-q -k 6 -r 2 -s 7 -w w --sparse-em 2"
+"$MOE" train $sp d.csv -o sp1.moe
+mpi_env $MPIRUN "$MPI" train $sp d.csv -o sp2.moe
+check mpi_sparse_em_same_model cmp -s sp1.moe sp2.moe
+
 # Errors: a command moe-mpi does not run, and --online under MPI.
 mpi_env $MPIRUN "$MPI" predict one.moe d.csv > out.txt 2> err.txt
 check mpi_rejects_predict [ $? -ne 0 ]
