@@ -31,51 +31,74 @@
 
 #define LOG_2PI 1.8378770664093454836
 
+/* The gate whose child node c (> 0) is. */
+static size_t parent(const moe_fit *f, size_t c) {
+    size_t g = 0;
+    while (g + 1 < f->m->n_gates && f->nd.child0[g + 1] <= c) g++;
+    return g;
+}
+
 void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, double *lmass,
                      size_t *kept, double *hk) {
     const moe_model *m = f->m;
     size_t K = m->n_leaves, NN = f->nd.n_nodes, G = m->n_gates, k = f->sparse_k;
+    double *lh = b->ld, *ms = b->ld + nb * k; /* free after the posteriors (K > k) */
     for (size_t i = 0; i < nb; i++) {
         double *post = b->post + i * NN, *h = post + G;
         size_t *top = kept + i * k, n = 0;
         /* One scan of the K posteriors with a sorted list of the k best so
-         * far (ties to the lower index). */
+         * far (ties to the lower index); thr is the k-th best once there are
+         * k, so most leaves cost one compare. */
+        double thr = -1.0;
         for (size_t j = 0; j < K; j++) {
             double v = h[j];
-            if (n == k && !(v > h[top[k - 1]])) continue;
+            if (!(v > thr)) continue;
             size_t r = n < k ? n++ : k - 1; /* insert, keeping the order */
             while (r > 0 && v > h[top[r - 1]]) {
                 top[r] = top[r - 1];
                 r--;
             }
             top[r] = j;
+            if (n == k) thr = h[top[k - 1]];
         }
-        double mass = 0.0, ent = 0.0;
-        for (size_t r = 0; r < n; r++) mass += h[top[r]];
+        for (size_t j = 0; n < k && j < K; j++) { /* NaN posteriors: any leaves */
+            size_t r = 0;
+            while (r < n && top[r] != j) r++;
+            if (r == n) top[n++] = j;
+        }
+        double mass = 0.0;
+        for (size_t r = 0; r < k; r++) mass += h[top[r]];
         double inv = mass > 0.0 ? 1.0 / mass : 0.0;
-        /* Kept leaves are marked by their sign (posteriors are >= 0; a kept
-         * zero becomes -0.0), the others cleared. */
-        for (size_t r = 0; r < n; r++) h[top[r]] = -(h[top[r]] * inv);
-        for (size_t j = 0; j < K; j++) {
-            h[j] = signbit(h[j]) ? -h[j] : 0.0;
-            if (h[j] > 0.0) ent -= h[j] * log(h[j]);
-        }
-        for (size_t r = 0; r < n; r++) hk[i * k + r] = h[top[r]];
-        for (size_t g = G; g-- > 0;) {
-            double s = 0.0;
-            for (size_t c = 0; c < m->gate_nch[g]; c++) s += post[f->nd.child0[g] + c];
-            post[g] = s;
-        }
-        lmass[i] = mass > 0.0 ? log(mass) : -INFINITY;
-        b->ent[i] = ent;
+        for (size_t r = 0; r < k; r++) hk[i * k + r] = h[top[r]] * inv;
+        memset(h, 0, K * sizeof(double));
+        for (size_t r = 0; r < k; r++) h[top[r]] = hk[i * k + r];
+        /* The gates' posteriors: the kept leaves' sums along their paths
+         * (the other leaves are 0). */
+        memset(post, 0, G * sizeof(double));
+        for (size_t r = 0; r < k; r++)
+            for (size_t c = G + top[r]; c > 0;) {
+                c = parent(f, c);
+                post[c] += hk[i * k + r];
+            }
+        ms[i] = mass;
         if (f->sp_keep) { /* the rows' state for the passes that follow */
             int32_t *ks = f->sp_keep + (row + i) * k;
             double *lp = f->sp_lprior + (row + i) * k;
-            for (size_t r = 0; r < n; r++) {
+            for (size_t r = 0; r < k; r++) {
                 ks[r] = (int32_t)top[r];
                 lp[r] = b->lp[i * NN + G + top[r]];
             }
         }
+    }
+    /* The kept mass's log and the kept posteriors' entropy, with the logs of
+     * the whole block at once (vmath.c). */
+    moe_vlog(lh, hk, nb * k);
+    moe_vlog(lmass, ms, nb);
+    for (size_t i = 0; i < nb; i++) {
+        double ent = 0.0;
+        for (size_t r = 0; r < k; r++)
+            if (hk[i * k + r] > 0.0) ent -= hk[i * k + r] * lh[i * k + r];
+        b->ent[i] = ent;
     }
 }
 
