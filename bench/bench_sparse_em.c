@@ -10,10 +10,10 @@
  *   - per iteration: 30 iterations (tol 0): three of sparse EM's cycles of
  *     ten (one full iteration, one refresh, eight over the kept experts);
  *     also sparse EM with every iteration full (sparse_full = 1);
- *   - to convergence (tol 1e-6, at most 300 iterations): time, iterations
- *     and the log-likelihood reached.
+ *   - with "converge" last: also to convergence (tol 1e-6, at most 300
+ *     iterations): time, iterations and the log-likelihood reached.
  *
- *   bench_sparse_em [N [D [K [k]]]]      defaults 100000 32 64 2
+ *   bench_sparse_em [N [D [K [k [converge]]]]]      defaults 100000 32 64 2
  */
 #include "moe.h"
 #include "bench_util.h"
@@ -109,11 +109,13 @@ int main(int argc, char **argv) {
     printf("  dense EM             %8.4f   %8s   %.1f\n", td, "", ll[0]);
     printf("  sparse EM            %8.4f   %7.1fx   %.1f\n", ts, td / ts, ll[1]);
     printf("  sparse, all full     %8.4f   %7.1fx   %.1f\n", tf, td / tf, ll[2]);
+    if (argc <= 5 || strcmp(argv[5], "converge") != 0) goto done;
     double cd = per_iter(&d, K, 0, 10, 300, 1e-6, &cl[0], &ci[0]) * ci[0];
     double cs = per_iter(&d, K, k, 10, 300, 1e-6, &cl[1], &ci[1]) * ci[1];
     printf("  to convergence (tol 1e-6, cap 300): dense %.2f s (%d iterations, loglik %.1f),\n"
            "  sparse %.2f s (%d iterations, loglik %.1f): %.1fx\n",
            cd, ci[0], cl[0], cs, ci[1], cl[1], cd / cs);
+done:
     free(gw);
     free(ew);
     free(x);
