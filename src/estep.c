@@ -3,8 +3,8 @@
  * every sufficient statistic the M-step needs (DESIGN.md, "one pass").
  *
  * Per block of rows: gates and experts (forward.c), posteriors, then
- *   - Gaussian expert k: the Gram matrix of [z, t] weighted by w h_k, one
- *     DSYRK on rows scaled by sqrt(w h_k); it holds sum w h z z', sum w h z t'
+ *   - Gaussian expert k: the Gram matrix of [z, t] weighted by w h_k
+ *     (gram.c, every expert at once); it holds sum w h z z', sum w h z t'
  *     and sum w h t t' at once;
  *   - multinomial expert k: gradient, Gram and (small problems) Hessian of
  *     its h_k-weighted log-likelihood;
@@ -103,30 +103,28 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
     st[3] += ll;
 
     /* Gaussian experts: the Gram matrices of u = [z, t] weighted by w h_k,
-     * for a group of experts at once as one GEMM:
-     *   [w h_k1 u, ..., w h_kg u]' u  =  (G_k1; ...; G_kg)   (g q x q).
-     * Twice the flops of one SYRK per expert, but one large call. */
+     * the experts as vector lanes (gram.c: K q(q+1) flops per row); their
+     * intercept entries are the experts' weight sums. */
     if (m->task == MOE_TASK_REGRESSION) {
-        size_t q = ed + P, group = MOE_EXPERT_GROUP(q);
-        double *u = S, *a = S + MOE_BLOCK_ROWS * q;
-        for (size_t i = 0; i < nb; i++) {
-            for (size_t j = 0; j < ed; j++) u[i * q + j] = b->ze[i * ed + j];
-            for (size_t j = 0; j < P; j++) u[i * q + ed + j] = b->tgt[i * P + j];
+        size_t q = ed + P;
+        double *u = S;
+        for (size_t i = 0; i < nb; i++) { /* the design in 8-double moves, the last overlapping */
+            const double *zi = b->ze + i * ed;
+            double *ui = u + i * q;
+            size_t j = 0;
+            for (; j + 8 <= ed; j += 8) memcpy(ui + j, zi + j, 8 * sizeof(double));
+            if (ed >= 8 && j < ed)
+                memcpy(ui + ed - 8, zi + ed - 8, 8 * sizeof(double));
+            else
+                for (; j < ed; j++) ui[j] = zi[j];
+            for (size_t c = 0; c < P; c++) ui[ed + c] = b->tgt[i * P + c];
         }
         if (sp) {
             moe_sparse_gram(f, u, wt, nb, spi, sph, sp + MOE_BLOCK_ROWS,
                             sp + MOE_BLOCK_ROWS * (1 + q), spi + MOE_BLOCK_ROWS * f->sparse_k, st);
-        }
-        for (size_t k0 = 0; k0 < K && !sp; k0 += group) {
-            size_t ng = K - k0 < group ? K - k0 : group;
-            moe_scale_rows(a, u, q, b->post + G + k0, NN, wt, ng, nb); /* vmath.c */
-            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(ng * q), (int)q, (int)nb,
-                        1.0, a, (int)(ng * q), u, (int)q, 1.0, st + f->off_eg + k0 * q * q, (int)q);
-        }
-        for (size_t k = 0; k < K && !sp; k++) {
-            double sw = 0.0;
-            for (size_t i = 0; i < nb; i++) sw += (wt ? wt[i] : 1.0) * b->post[i * NN + G + k];
-            st[f->off_esw + k] += sw;
+        } else {
+            moe_gram_accumulate(nb, K, q, u, b->post + G, NN, wt, st + f->off_eg,
+                                st + f->off_esw, S + MOE_BLOCK_ROWS * q);
         }
     }
     for (size_t k = 0; k < K && m->task == MOE_TASK_CLASSIFICATION; k++) {
@@ -156,19 +154,29 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
 
     /* Gates: children's conditional posteriors, weighted by the node's. */
     for (size_t g = 0; g < G; g++) {
-        size_t nc = m->gate_nch[g], c0 = f->nd.child0[g], gr = f->nd.grow[g];
+        size_t nc = m->gate_nch[g], c0 = f->nd.child0[g];
+        const double *pg = b->gp + f->nd.grow[g]; /* its probabilities, leading dimension GR */
         for (size_t i = 0; i < nb; i++) {
-            const double *post = b->post + i * NN;
-            double hg = post[g], ih = hg > 0.0 ? 1.0 / hg : 0.0;
+            const double *restrict post = b->post + i * NN;
+            double *restrict ti = t + i * nc, hg = post[g];
             w[i] = (wt ? wt[i] : 1.0) * hg;
-            for (size_t c = 0; c < nc; c++) {
-                p[i * nc + c] = b->gp[i * GR + gr + c];
-                t[i * nc + c] = hg > 0.0 ? post[c0 + c] * ih : p[i * nc + c];
+            if (hg > 0.0) {
+                double ih = 1.0 / hg;
+                for (size_t c = 0; c < nc; c++) ti[c] = post[c0 + c] * ih;
+            } else {
+                memcpy(ti, pg + i * GR, nc * sizeof(double));
             }
         }
+        /* The Hessian's sampled blocks go through softmax_step.c; the others
+         * need only the gradient and the Gram, which gram.c sums in the same
+         * order, vectorised. */
         double *h = f->off_ghess[g] != SIZE_MAX && with_hess ? st + f->off_ghess[g] : NULL;
-        moe_softmax_accumulate(nb, nc, gd, b->zg, w, t, nc, p, nc, st + f->off_ggrad[g],
-                               st + f->off_ggram[g], h, acc);
+        if (h)
+            moe_softmax_accumulate(nb, nc, gd, b->zg, w, t, nc, pg, GR, st + f->off_ggrad[g],
+                                   st + f->off_ggram[g], h, acc);
+        else
+            moe_gram_softmax(nb, nc, gd, b->zg, w, t, nc, pg, GR, st + f->off_ggrad[g],
+                             st + f->off_ggram[g], S);
         if (h) {
             double sw = 0.0; /* the sampled weight, in the slot after the Hessian */
             for (size_t i = 0; i < nb; i++) sw += w[i];

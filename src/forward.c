@@ -16,6 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF /* the same bits on every instruction set */
+#endif
+
 #define LOG_2PI 1.8378770664093454836
 
 moe_status moe_nodes_init(moe_nodes *nd, const moe_model *m) {
@@ -58,27 +62,36 @@ size_t moe_block_scratch_size(const moe_model *m) {
     size_t cmax = m->n_cls > max_children(m) ? m->n_cls : max_children(m);
     size_t dmax = m->ed > m->gd ? m->ed : m->gd;
     size_t acc = cmax + dmax > cmax * dmax ? cmax + dmax : cmax * dmax;
-    size_t q = m->ed + m->n_out, group = MOE_EXPERT_GROUP(q);
-    if (group > m->n_leaves) group = m->n_leaves;
-    return nb * (2 * cmax + 1) + nb * acc + nb * q * (1 + group) + 16;
+    /* then the rows [z, t] and the experts' Gram kernel's scratch, or the
+     * gates' (gram.c) */
+    size_t q = m->ed + m->n_out, eg = nb * q + moe_gram_scratch_size(nb);
+    size_t gg = moe_gram_softmax_scratch_size(nb, m->gd);
+    return nb * (2 * cmax + 1) + nb * acc + (eg > gg ? eg : gg) + 16;
+}
+
+/* n doubles on a 64-byte boundary (a cache line: the vector loads of the
+ * block's rows then split fewer lines); free() releases them. */
+static double *block_array(size_t n) {
+    size_t bytes = (n * sizeof(double) + 63) / 64 * 64;
+    return aligned_alloc(64, bytes ? bytes : 64);
 }
 
 moe_status moe_block_alloc(moe_block *b, const moe_model *m, const moe_nodes *nd) {
     size_t nb = MOE_BLOCK_ROWS, K = m->n_leaves;
     size_t R = m->task == MOE_TASK_REGRESSION ? m->n_out : m->n_cls;
     memset(b, 0, sizeof *b);
-    b->ze = malloc(nb * m->ed * sizeof(double));
-    b->zg = malloc(nb * m->gd * sizeof(double));
-    b->gl = malloc((nb * nd->gate_rows + 1) * sizeof(double));
-    b->gp = malloc((nb * nd->gate_rows + 1) * sizeof(double));
-    b->lp = malloc(nb * nd->n_nodes * sizeof(double));
-    b->eo = malloc(nb * K * R * sizeof(double));
-    b->ld = malloc(nb * K * sizeof(double));
-    b->post = malloc(nb * nd->n_nodes * sizeof(double));
-    b->tgt = malloc((nb * m->n_out + 1) * sizeof(double));
-    b->ll = malloc(nb * sizeof(double));
-    b->ent = malloc(nb * sizeof(double));
-    b->scr = malloc(moe_block_scratch_size(m) * sizeof(double));
+    b->ze = block_array(nb * m->ed);
+    b->zg = block_array(nb * m->gd);
+    b->gl = block_array(nb * nd->gate_rows + 1);
+    b->gp = block_array(nb * nd->gate_rows + 1);
+    b->lp = block_array(nb * nd->n_nodes);
+    b->eo = block_array(nb * K * R);
+    b->ld = block_array(nb * K);
+    b->post = block_array(nb * nd->n_nodes);
+    b->tgt = block_array(nb * m->n_out + 1);
+    b->ll = block_array(nb);
+    b->ent = block_array(nb);
+    b->scr = block_array(moe_block_scratch_size(m));
     b->inv = malloc((m->n_ecols + m->n_gcols + 1) * sizeof(double));
     b->invl = malloc((K * m->n_out + m->n_out + 1) * sizeof(double));
     if (!b->ze || !b->zg || !b->gl || !b->gp || !b->lp || !b->eo || !b->ld || !b->post || !b->tgt ||
@@ -126,28 +139,163 @@ static void linear_map(const moe_model *m, moe_block *b, size_t nb, size_t n, si
                     (int)k, W, (int)k, 0.0, out, (int)n);
 }
 
-void moe_block_gates(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
-                     const double *x, size_t ld) {
-    size_t ed = m->ed, gd = m->gd, NN = nd->n_nodes;
+/* ---- runs of doubles in vectors of 8 lanes -------------------------------
+ * The per-row loops over a gate's children or the leaves (runs of a few to
+ * a few dozen doubles) as 8-lane vector operations on the run's whole
+ * groups of 8 (GCC and clang vector extension), then the same operations
+ * one element at a time on the rest: no alias checks, no scalar loop
+ * setup per row. Lane-wise operations round as the scalar ones; a sum
+ * adds lane l's elements l, l + 8, ... in order, then the lanes in a fixed
+ * tree, then the rest in order, on every instruction set. */
+typedef double v8d __attribute__((vector_size(64)));
+typedef int64_t v8l __attribute__((vector_size(64)));
+
+/* (macros: a function taking or returning a vector would change the
+ * baseline ABI) */
+#define V8_LOAD(v, p) memcpy(&(v), (p), sizeof(v8d))
+#define V8_STORE(p, v) memcpy((p), &(v), sizeof(v8d))
+/* m = a > m ? a : m in every lane (a NaN never replaces m) */
+#define V8_MAX(m, a)                                                                            \
+    do {                                                                                        \
+        v8l gt_ = (v8l)((a) > (m));                                                             \
+        (m) = (v8d)(((v8l)(a) & gt_) | ((v8l)(m) & ~gt_));                                      \
+    } while (0)
+
+/* Lane l + h of v in lane l: within the vector registers where the
+ * compiler offers the shuffle, else lane by lane. */
+#if defined(__clang__) || __GNUC__ >= 12
+#define V8_HALF(v, h)                                                                           \
+    ((h) == 4   ? __builtin_shufflevector(v, v, 4, 5, 6, 7, 4, 5, 6, 7)                         \
+     : (h) == 2 ? __builtin_shufflevector(v, v, 2, 3, 2, 3, 2, 3, 2, 3)                         \
+                : __builtin_shufflevector(v, v, 1, 1, 1, 1, 1, 1, 1, 1))
+#else
+#define V8_HALF(v, h)                                                                           \
+    ((v8d){(v)[(0 % (h)) + (h)], (v)[(1 % (h)) + (h)], (v)[(2 % (h)) + (h)],                    \
+           (v)[(3 % (h)) + (h)], (v)[(4 % (h)) + (h)], (v)[(5 % (h)) + (h)],                    \
+           (v)[(6 % (h)) + (h)], (v)[(7 % (h)) + (h)]})
+#endif
+
+/* The max (-inf when there is none but NaN) and the sum of p[0 .. n). */
+MOE_ISA_INLINE double run_max(const double *p, size_t n) {
+    double mx = -INFINITY;
+    size_t c = 0;
+    if (n >= 8) {
+        v8d m, v, u;
+        V8_LOAD(m, p);
+        for (c = 8; c + 8 <= n; c += 8) {
+            V8_LOAD(v, p + c);
+            V8_MAX(m, v);
+        }
+        for (size_t h = 4; h > 0; h /= 2) {
+            u = V8_HALF(m, h);
+            V8_MAX(m, u);
+        }
+        mx = m[0] > mx ? m[0] : mx;
+    }
+    for (; c < n; c++) mx = p[c] > mx ? p[c] : mx;
+    return mx;
+}
+
+MOE_ISA_INLINE double run_sum(const double *p, size_t n) {
+    double s = 0.0;
+    size_t c = 0;
+    if (n >= 8) {
+        v8d a, v;
+        V8_LOAD(a, p);
+        for (c = 8; c + 8 <= n; c += 8) {
+            V8_LOAD(v, p + c);
+            a += v;
+        }
+        a += V8_HALF(a, 4);
+        a += V8_HALF(a, 2);
+        a += V8_HALF(a, 1);
+        s = a[0];
+    }
+    for (; c < n; c++) s += p[c];
+    return s;
+}
+
+/* y[c] = x[c] - s and y[c] = x[c] * s for c < n (y may be x). */
+MOE_ISA_INLINE void run_sub(double *y, const double *x, size_t n, double s) {
+    size_t c = 0;
+    for (v8d a; c + 8 <= n; c += 8) {
+        V8_LOAD(a, x + c);
+        a -= s;
+        V8_STORE(y + c, a);
+    }
+    for (; c < n; c++) y[c] = x[c] - s;
+}
+
+MOE_ISA_INLINE void run_mul(double *y, const double *x, size_t n, double s) {
+    size_t c = 0;
+    for (v8d a; c + 8 <= n; c += 8) {
+        V8_LOAD(a, x + c);
+        a *= s;
+        V8_STORE(y + c, a);
+    }
+    for (; c < n; c++) y[c] = x[c] * s;
+}
+
+/* Ask for row i of the next block of rows x (leading dimension ld): a pass
+ * streams the rows from memory once, and each block's rows arrive in cache
+ * while the block before is being worked on. Prefetches never fault, so an
+ * address past the rows' end is harmless (computed as an integer). */
+MOE_ISA_INLINE void prefetch_next_row(const double *x, size_t ld, size_t i) {
+    size_t lb = ld * sizeof(double);
+    uintptr_t next = (uintptr_t)x + (i + MOE_BLOCK_ROWS) * lb;
+    for (size_t o = 0; o < lb; o += 64) __builtin_prefetch((const void *)(next + o));
+    __builtin_prefetch((const void *)(next + lb - 1));
+}
+
+/* z (nb x (1 + n)): the intercept, then (x_c - mean_c) inv_j for the n
+ * columns c = cols[j] of the rows x (leading dimension ld), prefetching the
+ * next block's rows when pf. Consecutive columns (the usual case) are read
+ * as one contiguous run. */
+MOE_ISA_INLINE void standardise(const moe_model *m, size_t nb, const double *x, size_t ld,
+                                const size_t *cols, size_t n, const double *inv, double *z,
+                                int pf) {
+    size_t run = 1, d = 1 + n;
+    for (size_t j = 1; j < n && run; j++) run = cols[j] == cols[0] + j;
+    const double *mu = n > 0 ? m->x_mean + cols[0] : NULL;
+    for (size_t i = 0; i < nb; i++) {
+        const double *xi = x + i * ld;
+        double *zi = z + i * d;
+        if (pf) prefetch_next_row(x, ld, i);
+        zi[0] = 1.0;
+        if (n > 0 && run) {
+            const double *xr = xi + cols[0];
+            size_t j = 0;
+            for (v8d a, c, r; j + 8 <= n; j += 8) {
+                V8_LOAD(a, xr + j);
+                V8_LOAD(c, mu + j);
+                V8_LOAD(r, inv + j);
+                a = (a - c) * r;
+                V8_STORE(zi + 1 + j, a);
+            }
+            for (; j < n; j++) zi[1 + j] = (xr[j] - mu[j]) * inv[j];
+        } else
+            for (size_t j = 0; j < n; j++)
+                zi[1 + j] = (xi[cols[j]] - m->x_mean[cols[j]]) * inv[j];
+    }
+}
+
+/* moe_block_gates, compiled once per instruction set (the same bits on
+ * each: vmath.c says why). */
+MOE_ISA_INLINE void block_gates(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
+                                const double *x, size_t ld) {
+    size_t gd = m->gd, NN = nd->n_nodes;
     /* Multiply by reciprocals: a division per element costs as much as the
      * rest of the standardisation. */
     double *ie = b->inv, *ig = b->inv + m->n_ecols;
     for (size_t j = 0; j < m->n_ecols; j++) ie[j] = 1.0 / m->x_scale[m->ecols[j]];
     for (size_t j = 0; j < m->n_gcols; j++) ig[j] = 1.0 / m->x_scale[m->gcols[j]];
-    for (size_t i = 0; i < nb; i++) {
-        const double *xi = x + i * ld;
-        double *ze = b->ze + i * ed, *zg = b->zg + i * gd;
-        ze[0] = 1.0;
-        for (size_t j = 0; j < m->n_ecols; j++) {
-            size_t c = m->ecols[j];
-            ze[1 + j] = (xi[c] - m->x_mean[c]) * ie[j];
-        }
-        zg[0] = 1.0;
-        for (size_t j = 0; j < m->n_gcols; j++) {
-            size_t c = m->gcols[j];
-            zg[1 + j] = (xi[c] - m->x_mean[c]) * ig[j];
-        }
-    }
+    standardise(m, nb, x, ld, m->ecols, m->n_ecols, ie, b->ze, 1);
+    /* Gates on the experts' columns (the default) get the same numbers. */
+    if (m->n_gcols == m->n_ecols &&
+        (m->n_gcols == 0 || memcmp(m->gcols, m->ecols, m->n_gcols * sizeof(size_t)) == 0))
+        memcpy(b->zg, b->ze, nb * gd * sizeof(double));
+    else
+        standardise(m, nb, x, ld, m->gcols, m->n_gcols, ig, b->zg, 0);
     size_t GR = nd->gate_rows;
     if (m->gnet.n_hidden > 0)
         moe_block_gate_logits_mlp(m, nd, b, nb);
@@ -165,44 +313,52 @@ void moe_block_gates(const moe_model *m, const moe_nodes *nd, moe_block *b, size
      * it holds the maxes (mx) and the sums (sm), nb * G each (2 G < n_nodes). */
     size_t G = m->n_gates;
     double *mx = b->post, *sm = b->post + nb * G;
-    for (size_t i = 0; i < nb; i++) {
-        const double *gl = b->gl + i * GR;
-        double *gp = b->gp + i * GR;
-        for (size_t g = 0; g < G; g++) {
-            const double *v = gl + nd->grow[g];
-            double *pr = gp + nd->grow[g], mg = v[0];
-            size_t nc = m->gate_nch[g];
-            for (size_t c = 1; c < nc; c++)
-                if (v[c] > mg) mg = v[c];
-            for (size_t c = 0; c < nc; c++) pr[c] = v[c] - mg;
-            mx[i * G + g] = mg;
+    for (size_t g = 0; g < G; g++) /* gate by gate: its sizes stay in registers */
+        for (size_t i = 0, nc = m->gate_nch[g], o = nd->grow[g]; i < nb; i++, o += GR) {
+            mx[i * G + g] = run_max(b->gl + o, nc);
+            run_sub(b->gp + o, b->gl + o, nc, mx[i * G + g]);
         }
-    }
     moe_vexp(b->gp, b->gp, nb * GR);
-    for (size_t i = 0; i < nb; i++) {
-        double *gp = b->gp + i * GR;
-        for (size_t g = 0; g < G; g++) {
-            double *pr = gp + nd->grow[g], s = 0.0;
-            size_t nc = m->gate_nch[g];
+    /* The sums in order, as topk.c's (a top-k gate keeping every child
+     * gives these bits). */
+    for (size_t g = 0; g < G; g++)
+        for (size_t i = 0, nc = m->gate_nch[g], o = nd->grow[g]; i < nb; i++, o += GR) {
+            double *pr = b->gp + o, s = 0.0;
             for (size_t c = 0; c < nc; c++) s += pr[c];
-            double inv = 1.0 / s;
-            for (size_t c = 0; c < nc; c++) pr[c] *= inv;
+            run_mul(pr, pr, nc, 1.0 / s);
             sm[i * G + g] = s;
         }
-    }
     moe_vlog(sm, sm, nb * G);
-    for (size_t i = 0; i < nb; i++) {
-        double *gl = b->gl + i * GR, *lp = b->lp + i * NN;
-        lp[0] = 0.0;
-        for (size_t g = 0; g < G; g++) {
-            double *v = gl + nd->grow[g], sh = mx[i * G + g] + sm[i * G + g];
-            size_t nc = m->gate_nch[g];
-            for (size_t c = 0; c < nc; c++) {
+    for (size_t i = 0; i < nb; i++) b->lp[i * NN] = 0.0;
+    for (size_t g = 0; g < G; g++) /* parents first: lp[g] is set before its children's */
+        for (size_t i = 0, nc = m->gate_nch[g]; i < nb; i++) {
+            double *v = b->gl + i * GR + nd->grow[g], *lp = b->lp + i * NN;
+            double *lc = lp + nd->child0[g], sh = mx[i * G + g] + sm[i * G + g], base = lp[g];
+            size_t c = 0;
+            for (v8d a, l; c + 8 <= nc; c += 8) {
+                V8_LOAD(a, v + c);
+                a -= sh;
+                l = base + a;
+                V8_STORE(v + c, a);
+                V8_STORE(lc + c, l);
+            }
+            for (; c < nc; c++) {
                 v[c] -= sh;
-                lp[nd->child0[g] + c] = lp[g] + v[c];
+                lc[c] = base + v[c];
             }
         }
+}
+
+#define BLOCK_GATES_VERSION(SFX, ATTR)                                                          \
+    ATTR static void block_gates_##SFX(const moe_model *m, const moe_nodes *nd, moe_block *b,   \
+                                       size_t nb, const double *x, size_t ld) {                 \
+        block_gates(m, nd, b, nb, x, ld);                                                       \
     }
+MOE_ISA_VERSIONS(BLOCK_GATES_VERSION)
+
+void moe_block_gates(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
+                     const double *x, size_t ld) {
+    MOE_ISA_CALL(moe_isa_best(), block_gates, m, nd, b, nb, x, ld);
 }
 
 void moe_block_experts(const moe_model *m, moe_block *b, size_t nb) {
@@ -217,28 +373,49 @@ void moe_block_experts(const moe_model *m, moe_block *b, size_t nb) {
             for (size_t k = 0; k < K; k++) moe_log_softmax(b->eo + (i * K + k) * R, R);
 }
 
-void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
-                         const double *y, size_t ld_y, const int32_t *labels) {
+/* moe_block_posterior, compiled once per instruction set. */
+MOE_ISA_INLINE void block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b,
+                                    size_t nb, const double *y, size_t ld_y,
+                                    const int32_t *labels) {
     size_t K = m->n_leaves, P = m->n_out, C = m->n_cls, NN = nd->n_nodes, G = m->n_gates;
     double *il = b->invl, *iy = b->invl + K * P;
     for (size_t k = 0; k < K; k++)
         for (size_t p = 0; p < P; p++) il[k * P + p] = 1.0 / m->chol[(k * P + p) * P + p];
     for (size_t p = 0; p < P; p++) iy[p] = 1.0 / m->y_scale[p];
-    for (size_t i = 0; i < nb; i++) {
+    /* The log joint of each leaf goes to the leaves' posterior slots. One
+     * output with fixed variances (the common case) has a loop of its own:
+     * the general loop below without its inner loops, the log joint at once,
+     * vectorised over the experts (same operations). */
+    int one = m->task == MOE_TASK_REGRESSION && P == 1 && !m->log_var;
+    for (size_t i = 0; i < nb && one; i++) {
+        const double *mu = b->eo + i * K, *lq = b->lp + i * NN + G, *dt = m->logdet;
+        double *lj = b->post + i * NN + G, t = (y[i * ld_y] - m->y_mean[0]) * iy[0];
+        size_t k = 0;
+        b->tgt[i] = t;
+        for (v8d u, a, d, l; k + 8 <= K; k += 8) {
+            V8_LOAD(u, mu + k);
+            V8_LOAD(a, il + k);
+            V8_LOAD(d, dt + k);
+            V8_LOAD(l, lq + k);
+            u = (t - u) * a;
+            l = l + -0.5 * (LOG_2PI + d + (0.0 + u * u));
+            V8_STORE(lj + k, l);
+        }
+        for (; k < K; k++) {
+            double u = (t - mu[k]) * il[k];
+            lj[k] = lq[k] + -0.5 * (LOG_2PI + dt[k] + (0.0 + u * u));
+        }
+    }
+    for (size_t i = 0; i < nb && !one; i++) {
         double *ldi = b->ld + i * K;
+        double *lp = b->lp + i * NN, *lj = b->post + i * NN + G;
         if (m->task == MOE_TASK_REGRESSION) {
             double *t = b->tgt + i * P;
             for (size_t p = 0; p < P; p++) t[p] = (y[i * ld_y + p] - m->y_mean[p]) * iy[p];
-            if (P == 1) {
-                /* One output: the loop below without its inner loops, so
-                 * that it vectorises over the experts (same operations). */
-                const double *mu = b->eo + i * K;
-                for (size_t k = 0; k < K; k++) {
-                    double u = (t[0] - mu[k]) * il[k];
-                    ldi[k] = -0.5 * (LOG_2PI + m->logdet[k] + (0.0 + u * u));
-                }
+            if (m->log_var) { /* each row's own variances (nn.c) */
+                moe_block_logdens_lv(m, b, i, ldi);
             }
-            for (size_t k = 0; k < K && P != 1; k++) {
+            for (size_t k = 0; k < K && P != 1 && !m->log_var; k++) {
                 const double *mu = b->eo + (i * K + k) * P;
                 const double *L = m->chol + k * P * P;
                 /* u = L^{-1} (t - mu) by forward substitution; P is small. */
@@ -256,29 +433,27 @@ void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, 
             int32_t c = labels[i];
             for (size_t k = 0; k < K; k++) ldi[k] = b->eo[(i * K + k) * C + (size_t)c];
         }
-        /* Log joint of each leaf, then its max over the leaves (kept in ll
-         * until the row is finished); ex = lj - max, exponentiated below. */
-        double *lp = b->lp + i * NN, *lj = b->post + i * NN + G; /* leaves' slots, reused */
-        double *ex = b->ld + i * K; /* the densities are no longer needed */
         for (size_t k = 0; k < K; k++) lj[k] = lp[G + k] + ldi[k];
-        double mx = -INFINITY;
-        for (size_t k = 0; k < K; k++)
-            if (lj[k] > mx) mx = lj[k];
-        b->ll[i] = mx;
+    }
+    /* Their max over the leaves (kept in ll until the row is finished), and
+     * ex = lj - max, exponentiated below, in ld (the densities are no longer
+     * needed). A loop of its own: read back in the loop that stored them,
+     * the log joints would stall the loads. */
+    for (size_t i = 0; i < nb; i++) {
+        double *ex = b->ld + i * K, *lj = b->post + i * NN + G;
+        double mx = b->ll[i] = run_max(lj, K);
         if (isfinite(mx))
-            for (size_t k = 0; k < K; k++) ex[k] = lj[k] - mx;
+            run_sub(ex, lj, K, mx);
         else
-            for (size_t k = 0; k < K; k++) ex[k] = 0.0;
+            memset(ex, 0, K * sizeof(double));
     }
     /* h_k = exp(lj_k - mx) / s with one exp per leaf, exp and log over the
      * whole block at once (vmath.c); then log h_k = lj_k - l, so the
      * entropy -sum h log h needs no log. ent holds s, then log s. */
     moe_vexp(b->ld, b->ld, nb * K);
     for (size_t i = 0; i < nb; i++) {
-        double *ex = b->ld + i * K, s = 0.0;
-        for (size_t k = 0; k < K; k++) s += ex[k];
-        double inv = 1.0 / s;
-        for (size_t k = 0; k < K; k++) ex[k] *= inv;
+        double *ex = b->ld + i * K, s = run_sum(ex, K);
+        run_mul(ex, ex, K, 1.0 / s);
         b->ent[i] = s;
     }
     moe_vlog(b->ent, b->ent, nb);
@@ -287,14 +462,30 @@ void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, 
         double *lj = post + G, *ex = b->ld + i * K;
         double mx = b->ll[i];
         if (isfinite(mx)) {
+            /* h log h summed as run_sum sums, 0 log 0 = 0 */
             double l = mx + b->ent[i], e = 0.0;
-            for (size_t k = 0; k < K; k++) {
-                double lk = lj[k] - l;
-                lj[k] = ex[k];
-                if (lj[k] > 0.0) e -= lj[k] * lk;
+            size_t k = 0;
+            if (K >= 8) {
+                v8d acc = {0}, h, lk;
+                for (; k + 8 <= K; k += 8) {
+                    V8_LOAD(h, ex + k);
+                    V8_LOAD(lk, lj + k);
+                    lk = h * (lk - l);
+                    acc += (v8d)((v8l)lk & (v8l)(h > 0.0));
+                    V8_STORE(lj + k, h);
+                }
+                acc += V8_HALF(acc, 4);
+                acc += V8_HALF(acc, 2);
+                acc += V8_HALF(acc, 1);
+                e = acc[0];
+            }
+            for (; k < K; k++) {
+                double h = ex[k], t = h * (lj[k] - l);
+                lj[k] = h;
+                if (h > 0.0) e += t;
             }
             b->ll[i] = l;
-            b->ent[i] = e;
+            b->ent[i] = -e;
         } else {
             b->ll[i] = mx;
             b->ent[i] = 0.0;
@@ -303,10 +494,23 @@ void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, 
              * distribution. The row's log-likelihood stays -inf. */
             for (size_t k = 0; k < K; k++) lj[k] = exp(lp[G + k]);
         }
-        for (size_t g = G; g-- > 0;) {
-            double s = 0.0;
-            for (size_t c = 0; c < m->gate_nch[g]; c++) s += post[nd->child0[g] + c];
-            post[g] = s;
-        }
     }
+    /* The gates' posteriors, children first (a loop of its own, as above). */
+    for (size_t i = 0; i < nb; i++) {
+        double *post = b->post + i * NN;
+        for (size_t g = G; g-- > 0;) post[g] = run_sum(post + nd->child0[g], m->gate_nch[g]);
+    }
+}
+
+#define BLOCK_POSTERIOR_VERSION(SFX, ATTR)                                                      \
+    ATTR static void block_posterior_##SFX(const moe_model *m, const moe_nodes *nd,             \
+                                           moe_block *b, size_t nb, const double *y,            \
+                                           size_t ld_y, const int32_t *labels) {                \
+        block_posterior(m, nd, b, nb, y, ld_y, labels);                                         \
+    }
+MOE_ISA_VERSIONS(BLOCK_POSTERIOR_VERSION)
+
+void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
+                         const double *y, size_t ld_y, const int32_t *labels) {
+    MOE_ISA_CALL(moe_isa_best(), block_posterior, m, nd, b, nb, y, ld_y, labels);
 }

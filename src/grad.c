@@ -12,6 +12,10 @@
  * r_k = w pi_k o_k . (o - t) for the cooperative one. Experts get
  * -w h_k dlog p_k / d(output) (competitive) or w pi_k (o - t) (cooperative).
  * Noisy top-k: H = v + e softplus(u), so dv = dH and du = dH e sigmoid(u).
+ * A Gaussian expert's variance v = floor + exp(s) (s fixed per expert, or
+ * a = the log-variance head's output at the row) gets
+ *   dL/ds = -w h_k (e^2 / (2 v^2) - 1 / (2 v)) exp(s),  e = t - mu,
+ * and 0 where a is capped at MOE_LOG_VAR_MAX.
  *
  * Determinism: a minibatch is cut into blocks of GB_ROWS rows; each block
  * has its own workspace and gradient slab, and the slabs are summed in
@@ -110,6 +114,20 @@ moe_status moe_grad_params_check(const moe_grad_params *g, const moe_train_param
     if (g->patience < 0) return INVALID("patience: %d must be >= 0", g->patience);
     if (p->task == MOE_TASK_REGRESSION && p->variance == MOE_VARIANCE_FULL)
         return INVALID("gradient training fits iso or diag variances, not full");
+    if (g->log_var != 0 && g->log_var != 1)
+        return INVALID("log_var: %d must be 0 or 1", g->log_var);
+    if (g->log_var) {
+        if (p->task != MOE_TASK_REGRESSION)
+            return INVALID("log_var: log-variance outputs are for regression, not classification");
+        if (g->expert.n_hidden == 0)
+            return INVALID("log_var: log-variance outputs need MLP experts (expert.n_hidden >= 1)");
+        if (g->objective != MOE_OBJECTIVE_COMPETITIVE)
+            return INVALID("log_var: the cooperative objective does not fit variances; use the "
+                           "competitive one");
+        if (p->variance == MOE_VARIANCE_ISO && d && d->n_outputs > 1)
+            return INVALID("log_var: the log-variance outputs give a diagonal covariance; use "
+                           "variance diag with %zu outputs", d->n_outputs);
+    }
     if (g->init) {
         const moe_model *im = g->init;
         char a[64], b[64];
@@ -125,6 +143,8 @@ moe_status moe_grad_params_check(const moe_grad_params *g, const moe_train_param
             return INVALID("init model: %zu classes, the data has %zu", im->n_cls, d->n_classes);
         if (im->variance == MOE_VARIANCE_FULL && p->task == MOE_TASK_REGRESSION && im->n_out > 1)
             return INVALID("init model: full covariances cannot be trained by gradient");
+        if (im->log_var && !g->log_var)
+            return INVALID("init model: it has log-variance outputs; train with log_var too");
     }
     return MOE_STATUS_OK;
 }
@@ -162,8 +182,10 @@ static double cv2(const double *v, size_t n, double *d) {
 
 /* ---- the trainer's state ---------------------------------------------------------- */
 
-/* Parameter segments, in the order of the flat gradient. */
-enum { SEG_GW, SEG_GC, SEG_GN, SEG_EW, SEG_EC, SEG_EV, SEG_COUNT };
+/* Parameter segments, in the order of the flat gradient: gate hidden
+ * layers, gate heads, noise heads, expert hidden layers, expert heads, the
+ * fixed variances, the log-variance heads. */
+enum { SEG_GW, SEG_GC, SEG_GN, SEG_EW, SEG_EC, SEG_EV, SEG_EL, SEG_COUNT };
 
 /* Per-gate batch sums behind the balance and z terms (a block's share). */
 typedef struct aux_stats {
@@ -192,6 +214,7 @@ typedef struct gblk {
     double *ld, *h;         /* [GB x MA] log-density and posterior (or prior) of (row, j) */
     double *yhat;           /* [GB x R] blended output (cooperative) */
     double *dout;           /* [pairs x R] */
+    double *lva, *ev, *dlv; /* [pairs x P] log_var: head outputs, variances, dL/d(output) */
     double *dcl, *dnl, *rn; /* [GB x GR], [GB x GR], [GB x NN] */
     double *dfeat, *scr;    /* [GB x max head], [GB x 2 max_width] */
     double *grad;           /* [n_params] */
@@ -231,6 +254,7 @@ static void blk_free(gblk *b) {
     free(b->X); free(b->eacts); free(b->eo); free(b->efeat); free(b->ld); free(b->h);
     free(b->yhat); free(b->dout); free(b->dcl); free(b->dnl); free(b->rn); free(b->dfeat);
     free(b->scr); free(b->grad); free(b->auxbuf); free(b->vstat);
+    free(b->lva); free(b->ev); free(b->dlv);
     memset(b, 0, sizeof *b);
 }
 
@@ -239,6 +263,7 @@ static int blk_alloc(gblk *b, const moe_grad_state *s) {
     size_t B = GB_ROWS, NP = B * s->MA, G = s->G, GR = s->GR;
     size_t hmax = m->eh > m->gh ? m->eh : m->gh;
     size_t wmax = m->enet.max_width > m->gnet.max_width ? m->enet.max_width : m->gnet.max_width;
+    size_t NL = m->log_var ? NP * s->P : 0;
     memset(b, 0, sizeof *b);
 #define A(p, n) ((p) = calloc((n) + 1, sizeof *(p)))
     int ok = A(b->ze, B * m->ed) && A(b->zg, B * m->gd) && A(b->t, B * s->P) && A(b->w, B) &&
@@ -251,7 +276,8 @@ static int blk_alloc(gblk *b, const moe_grad_state *s) {
              A(b->ld, NP) && A(b->h, NP) && A(b->yhat, B * s->R) && A(b->dout, NP * s->R) &&
              A(b->dcl, B * GR) && A(b->dnl, B * GR) && A(b->rn, B * s->NN) &&
              A(b->dfeat, B * hmax) && A(b->scr, B * 2 * wmax) && A(b->grad, s->np) &&
-             A(b->auxbuf, 2 * G + 4 * GR) && A(b->vstat, 2 * s->K * s->P);
+             A(b->auxbuf, 2 * G + 4 * GR) && A(b->vstat, 2 * s->K * s->P) && A(b->lva, NL) &&
+             A(b->ev, NL) && A(b->dlv, NL);
 #undef A
     if (!ok) return -1;
     b->aux.bg = b->auxbuf;
@@ -263,7 +289,9 @@ static int blk_alloc(gblk *b, const moe_grad_state *s) {
     return 0;
 }
 
-/* cov, chol, logdet from the variance parameters: var = floor + exp(s). */
+/* cov, chol, logdet from the variance parameters: var = floor + exp(s).
+ * With log-variance heads cov holds the floor alone (their variances are
+ * floor + exp(a) per row). */
 static void sync_variance(moe_grad_state *s) {
     moe_model *m = s->m;
     if (m->task != MOE_TASK_REGRESSION) return;
@@ -274,7 +302,7 @@ static void sync_variance(moe_grad_state *s) {
         memset(c, 0, P * P * sizeof *c);
         for (size_t q = 0; q < P; q++) {
             double sv = s->svar[k * P + (m->variance == MOE_VARIANCE_ISO ? 0 : q)];
-            c[q * P + q] = floor_ + exp(sv);
+            c[q * P + q] = m->log_var ? floor_ : floor_ + exp(sv);
         }
     }
     moe_model_refresh_chol(m);
@@ -339,9 +367,12 @@ static moe_status grad_state_new(moe_grad_state **out, moe_model *m, const moe_d
     s->segp[SEG_EC] = m->coef;
     s->segn[SEG_EC] = s->K * s->R * m->eh;
     s->segp[SEG_EV] = s->svar;
-    s->segn[SEG_EV] = (m->task == MOE_TASK_REGRESSION && g->objective == MOE_OBJECTIVE_COMPETITIVE)
+    s->segn[SEG_EV] = (m->task == MOE_TASK_REGRESSION &&
+                       g->objective == MOE_OBJECTIVE_COMPETITIVE && !m->log_var)
                           ? s->K * s->P
                           : 0;
+    s->segp[SEG_EL] = m->lv_coef;
+    s->segn[SEG_EL] = m->log_var ? s->K * s->P * m->eh : 0;
     for (int q = 0; q < SEG_COUNT; q++) {
         s->segoff[q] = s->np;
         s->np += s->segn[q];
@@ -493,6 +524,11 @@ static void blk_forward(moe_grad_state *s, gblk *b, const size_t *rows, size_t n
                          b->eo + start[k] * R, R);
         if (m->task == MOE_TASK_CLASSIFICATION)
             for (size_t j = 0; j < n; j++) moe_log_softmax(b->eo + (start[k] + j) * R, R);
+        if (m->log_var) { /* the log-variance head and the pairs' variances */
+            moe_head_forward(n, P, m->eh, b->efeat[k], m->lv_coef + k * P * m->eh,
+                             b->lva + start[k] * P, P);
+            moe_lv_variance(m, k, n, b->lva + start[k] * P, P, b->ev + start[k] * P, P);
+        }
     }
     /* 6. densities, posteriors, losses */
     b->nll = b->sq = b->wsum = b->ll = 0.0;
@@ -505,7 +541,9 @@ static void blk_forward(moe_grad_state *s, gblk *b, const size_t *rows, size_t n
             size_t k = b->act[i * MA + j];
             const double *o = b->eo + b->pidx[i * MA + j] * R;
             double l;
-            if (m->task == MOE_TASK_REGRESSION) {
+            if (m->log_var) {
+                l = moe_gauss_diag_logdens(P, b->t + i * P, o, b->ev + b->pidx[i * MA + j] * P);
+            } else if (m->task == MOE_TASK_REGRESSION) {
                 double qf = 0.0;
                 for (size_t q = 0; q < P; q++) {
                     double e = b->t[i * P + q] - o[q];
@@ -594,6 +632,7 @@ static void blk_backward(moe_grad_state *s, gblk *b, double scale_aux) {
     double *gw = grad + s->segoff[SEG_GW], *gc = grad + s->segoff[SEG_GC];
     double *gn = grad + s->segoff[SEG_GN], *ew = grad + s->segoff[SEG_EW];
     double *ec = grad + s->segoff[SEG_EC], *ev = grad + s->segoff[SEG_EV];
+    double *el = grad + s->segoff[SEG_EL];
     memset(b->rn, 0, nb * NN * sizeof(double));
     memset(b->dcl, 0, nb * GR * sizeof(double));
     if (noisy) memset(b->dnl, 0, nb * GR * sizeof(double));
@@ -610,9 +649,15 @@ static void blk_backward(moe_grad_state *s, gblk *b, double scale_aux) {
                 r = -w * h;
                 if (m->task == MOE_TASK_REGRESSION) {
                     for (size_t p = 0; p < P; p++) {
-                        double v = m->cov[(k * P + p) * P + p], e = b->t[i * P + p] - o[p];
+                        double v = m->log_var ? b->ev[q * P + p] : m->cov[(k * P + p) * P + p];
+                        double e = b->t[i * P + p] - o[p];
                         dq[p] = -w * h * e / v;
-                        if (s->segn[SEG_EV]) {
+                        if (m->log_var) {
+                            double a = b->lva[q * P + p];
+                            b->dlv[q * P + p] = a < MOE_LOG_VAR_MAX
+                                                    ? w * h * (0.5 / v - 0.5 * e * e / (v * v)) * exp(a)
+                                                    : 0.0;
+                        } else if (s->segn[SEG_EV]) {
                             size_t sp = m->variance == MOE_VARIANCE_ISO ? 0 : p;
                             ev[k * P + sp] += w * h * (0.5 / v - 0.5 * e * e / (v * v)) *
                                               (v - s->p->var_floor);
@@ -729,12 +774,19 @@ static void blk_backward(moe_grad_state *s, gblk *b, double scale_aux) {
     for (size_t k = 0; k < K; k++) {
         size_t n = b->start[k + 1] - b->start[k], eh = m->eh;
         if (n == 0) continue;
-        const double *dq = b->dout + b->start[k] * R;
+        const double *dq = b->dout + b->start[k] * R, *dl = b->dlv + b->start[k] * P;
         cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)R, (int)eh, (int)n, 1.0, dq,
                     (int)R, b->efeat[k], (int)eh, 1.0, ec + k * R * eh, (int)eh);
+        if (m->log_var)
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)P, (int)eh, (int)n, 1.0, dl,
+                        (int)P, b->efeat[k], (int)eh, 1.0, el + k * P * eh, (int)eh);
         if (m->enet.n_hidden > 0) {
             cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)eh, (int)R, 1.0,
                         dq, (int)R, m->coef + k * R * eh, (int)eh, 0.0, b->dfeat, (int)eh);
+            if (m->log_var) /* both heads feed back into the hidden layers */
+                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)eh, (int)P,
+                            1.0, dl, (int)P, m->lv_coef + k * P * eh, (int)eh, 1.0, b->dfeat,
+                            (int)eh);
             moe_net_backward(&m->enet, m->e_w + k * m->enet.n_w, n, b->X + b->start[k] * m->ed,
                              b->eacts + b->start[k] * m->enet.n_acts, b->dfeat,
                              ew + k * m->enet.n_w, b->scr);
@@ -927,6 +979,12 @@ static void random_params(moe_grad_state *s, uint64_t seed) {
                 m->coef[(k * s->R + r) * m->eh + j] =
                     (m->task == MOE_TASK_CLASSIFICATION && r == 0) ? 0.0 : se * moe_rng_normal(&rng);
     for (size_t q = 0; q < s->K * s->P; q++) s->svar[q] = log(1.0 - s->p->var_floor);
+    /* log-variance heads: variance 1 everywhere to start (no draws, so the
+     * other parameters are those of a model without them) */
+    if (m->log_var) {
+        memset(m->lv_coef, 0, s->segn[SEG_EL] * sizeof(double));
+        for (size_t q = 0; q < s->K * s->P; q++) m->lv_coef[q * m->eh] = s->svar[q];
+    }
     sync_variance(s);
 }
 
@@ -943,7 +1001,7 @@ static void copy_init(moe_grad_state *s, const moe_model *im) {
         memcpy(m->e_w, im->e_w, s->K * m->enet.n_w * sizeof(double));
         memcpy(m->coef, im->coef, s->K * s->R * m->eh * sizeof(double));
     }
-    if (m->task == MOE_TASK_REGRESSION) {
+    if (m->task == MOE_TASK_REGRESSION && !im->log_var) {
         size_t P = s->P;
         for (size_t k = 0; k < s->K; k++)
             for (size_t q = 0; q < P; q++) {
@@ -955,6 +1013,15 @@ static void copy_init(moe_grad_state *s, const moe_model *im) {
                 double e = v - s->p->var_floor;
                 s->svar[k * P + q] = log(e > 1e-12 ? e : 1e-12);
             }
+    }
+    if (m->log_var) { /* the starting model's heads, or its variances as intercepts */
+        if (im->log_var && im->eh == m->eh && im->enet.n_w == m->enet.n_w) {
+            memcpy(m->lv_coef, im->lv_coef, s->segn[SEG_EL] * sizeof(double));
+        } else {
+            memset(m->lv_coef, 0, s->segn[SEG_EL] * sizeof(double));
+            for (size_t q = 0; q < s->K * s->P; q++)
+                m->lv_coef[q * m->eh] = s->svar[m->variance == MOE_VARIANCE_ISO ? q - q % s->P : q];
+        }
     }
     sync_variance(s);
 }
@@ -1093,12 +1160,16 @@ static double lr_at(const moe_grad_params *g, size_t t, size_t S) {
     return g->lr * (g->lr_min + (1.0 - g->lr_min) * 0.5 * (1.0 + cos(M_PI_VALUE * x)));
 }
 
+/* (An empty segment's pointer may be NULL: the log-variance heads of a
+ * model without them.) */
 static void params_get(const moe_grad_state *s, double *v) {
-    for (int q = 0; q < SEG_COUNT; q++) memcpy(v + s->segoff[q], s->segp[q], s->segn[q] * sizeof *v);
+    for (int q = 0; q < SEG_COUNT; q++)
+        if (s->segn[q]) memcpy(v + s->segoff[q], s->segp[q], s->segn[q] * sizeof *v);
 }
 
 static void params_set(moe_grad_state *s, const double *v) {
-    for (int q = 0; q < SEG_COUNT; q++) memcpy(s->segp[q], v + s->segoff[q], s->segn[q] * sizeof *v);
+    for (int q = 0; q < SEG_COUNT; q++)
+        if (s->segn[q]) memcpy(s->segp[q], v + s->segoff[q], s->segn[q] * sizeof *v);
     sync_variance(s);
 }
 
@@ -1130,6 +1201,7 @@ moe_status moe_train_gradient(const moe_dataset *data, const moe_train_params *p
     moe_net_init(&t.enet, 1, &g->expert);
     moe_net_init(&t.gnet, 1, &g->gate);
     t.top_k = g->top_k;
+    t.log_var = g->log_var;
     size_t *cols = malloc((data->n_cols + 1) * sizeof *cols);
     if (!cols) return moe_err(err, MOE_STATUS_NO_MEMORY, "out of memory");
     for (size_t j = 0; j < data->n_cols; j++) cols[j] = j;

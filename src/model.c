@@ -48,6 +48,7 @@ moe_model *moe_model_alloc(const moe_model *t, const size_t *ecols, const size_t
     m->eh = m->enet.head_in;
     m->gh = m->gnet.head_in;
     m->top_k = t->top_k;
+    m->log_var = t->log_var && m->task == MOE_TASK_REGRESSION;
     size_t K = m->n_leaves, P = m->n_out;
     size_t grows = moe_tree_layout(&m->tree, m->gh, NULL, NULL);
     m->ecols = dup_mem(ecols, m->n_ecols * sizeof(size_t));
@@ -65,6 +66,10 @@ moe_model *moe_model_alloc(const moe_model *t, const size_t *ecols, const size_t
     m->cov = calloc(K * P * P + 1, sizeof(double));
     m->chol = calloc(K * P * P + 1, sizeof(double));
     m->logdet = calloc(K + 1, sizeof(double));
+    if (m->log_var && !(m->lv_coef = calloc(K * P * m->eh + 1, sizeof(double)))) {
+        moe_model_free(m);
+        return NULL;
+    }
     if (!m->ecols || !m->gcols || !m->x_mean || !m->x_scale || !m->y_mean || !m->y_scale ||
         !m->gate_nch || !m->gate_off || !m->gate_coef || !m->coef || !m->cov || !m->chol ||
         !m->logdet || !m->e_w || !m->g_w) {
@@ -98,6 +103,7 @@ void moe_model_free(moe_model *m) {
     free(m->logdet);
     free(m->e_w);
     free(m->g_w);
+    free(m->lv_coef);
     free(m->events);
     free(m->trace);
     for (size_t i = 0; i < m->n_meta; i++) {
@@ -124,6 +130,7 @@ moe_model *moe_model_clone(const moe_model *src) {
     memcpy(m->cov, src->cov, K * P * P * sizeof(double));
     memcpy(m->chol, src->chol, K * P * P * sizeof(double));
     memcpy(m->logdet, src->logdet, K * sizeof(double));
+    if (m->log_var) memcpy(m->lv_coef, src->lv_coef, K * P * m->eh * sizeof(double));
     m->report = src->report;
     m->events = dup_mem(src->events, src->report.n_events * sizeof(moe_event));
     m->trace = dup_mem(src->trace, src->n_trace * sizeof(double));
@@ -176,7 +183,7 @@ size_t moe_model_df(const moe_model *m) {
         size_t cov = m->variance == MOE_VARIANCE_ISO    ? 1
                      : m->variance == MOE_VARIANCE_DIAG ? P
                                                         : P * (P + 1) / 2;
-        per = P * m->eh + cov;
+        per = P * m->eh + (m->log_var ? P * m->eh : cov); /* log_var: a head, not a floor */
     } else {
         per = (m->n_cls ? m->n_cls - 1 : 0) * m->eh;
     }
@@ -269,7 +276,7 @@ moe_status moe_model_expert_coef(const moe_model *m, size_t k, double *out) {
 }
 
 moe_status moe_model_expert_cov(const moe_model *m, size_t k, double *out) {
-    if (k >= m->n_leaves || !out || m->task != MOE_TASK_REGRESSION)
+    if (k >= m->n_leaves || !out || m->task != MOE_TASK_REGRESSION || m->log_var)
         return MOE_STATUS_INVALID_ARGUMENT;
     size_t P = m->n_out;
     for (size_t p = 0; p < P; p++)
@@ -292,6 +299,7 @@ static moe_mlp net_arch(const moe_net *net) {
 moe_mlp moe_model_expert_mlp(const moe_model *m) { return net_arch(&m->enet); }
 moe_mlp moe_model_gate_mlp(const moe_model *m) { return net_arch(&m->gnet); }
 size_t moe_model_top_k(const moe_model *m) { return m->top_k; }
+int moe_model_expert_log_var(const moe_model *m) { return m->log_var; }
 
 moe_status moe_model_with_top_k(const moe_model *m, size_t k, moe_model **out, moe_error *err) {
     if (!out) return moe_err(err, MOE_STATUS_INVALID_ARGUMENT, "with_top_k: no output pointer");

@@ -43,7 +43,8 @@ _Static_assert(sizeof(double) == 8 && sizeof(uint64_t) == 8, "IEEE 754 binary64 
 
 #define FMT_MAGIC "MOEMODEL"
 #define FMT_MAGIC_LEN 8
-#define FMT_VERSION 2u /* 2: MLP nodes and top-k gating */
+#define FMT_VERSION 3u /* 2: MLP nodes and top-k gating; 3: log-variance experts */
+#define FMT_VERSION_PLAIN 2u /* what models without log-variance experts are written as */
 #define FMT_HEADER_SIZE 40
 #define FMT_TRAILER_SIZE 4
 #define FMT_ALIGN 32
@@ -73,7 +74,9 @@ enum {
     K_LOGLIK, K_DF, K_AIC, K_BIC, K_ICL, K_ENTROPY, K_N_ROWS, K_SUM_W,
     K_ITER, K_CONV, K_N_RESTARTS, K_BEST,
     /* version 2 */
-    K_E_HIDDEN, K_E_ACT, K_G_HIDDEN, K_G_ACT, K_TOP_K, K_COUNT
+    K_E_HIDDEN, K_E_ACT, K_G_HIDDEN, K_G_ACT, K_TOP_K,
+    /* version 3 */
+    K_LOG_VAR, K_COUNT
 };
 static const struct {
     const char *key;
@@ -102,13 +105,19 @@ static const struct {
     {"moe.gate_hidden", T_ARR},
     {"moe.gate_activation", T_U64},
     {"moe.top_k", T_U64},
+    {"moe.expert_log_var", T_U64},
 };
+
+/* The version that introduced key k: files of older versions do not have it
+ * (readers skip it there as unknown). */
+static uint32_t kv_version(int k) { return k >= K_LOG_VAR ? 3u : k >= K_E_HIDDEN ? 2u : 1u; }
 
 /* the arrays a version-1 file must hold */
 enum {
     A_ECOLS, A_GCOLS, A_X_MEAN, A_X_SCALE, A_Y_MEAN, A_Y_SCALE, A_GATE_NCH, A_GATE_COEF,
     A_COEF, A_COV, A_TRACE, A_EV_KIND, A_EV_ITER, A_EV_EXPERT, A_EV_COLUMN, A_EV_VALUE,
     A_E_W, A_G_W, /* version 2 */
+    A_LV,         /* version 3 */
     A_COUNT
 };
 static const struct {
@@ -122,7 +131,10 @@ static const struct {
     {"event_iteration", T_I64}, {"event_expert", T_I64},   {"event_column", T_I64},
     {"event_value", T_F64},
     {"expert_hidden_w", T_F64}, {"gate_hidden_w", T_F64},
+    {"expert_log_var_coef", T_F64},
 };
+
+static uint32_t arr_version(int a) { return a >= A_LV ? 3u : a >= A_E_W ? 2u : 1u; }
 
 static const char *type_name(uint32_t t) {
     switch (t) {
@@ -301,7 +313,7 @@ moe_status moe_model_save_buffer(const moe_model *m, void **out, size_t *size, m
 
     /* header; file size and counts are patched in at the end */
     w_bytes(&w, FMT_MAGIC, FMT_MAGIC_LEN);
-    w_u32(&w, FMT_VERSION);
+    w_u32(&w, m->log_var ? FMT_VERSION : FMT_VERSION_PLAIN); /* the oldest that holds it */
     w_u32(&w, 0);
     w_u64(&w, 0);
     w_u64(&w, 0);
@@ -342,6 +354,7 @@ moe_status moe_model_save_buffer(const moe_model *m, void **out, size_t *size, m
         kv_u64(&w, act_keys[q], (uint64_t)nets[q]->act);
     }
     kv_u64(&w, "moe.top_k", m->top_k);
+    if (m->log_var) kv_u64(&w, "moe.expert_log_var", 1);
     for (size_t i = 0; i < m->n_meta; i++) {
         size_t kl = strlen(m->meta[i].key), vl = strlen(m->meta[i].value);
         w_u64(&w, META_PREFIX_LEN + kl);
@@ -363,6 +376,7 @@ moe_status moe_model_save_buffer(const moe_model *m, void **out, size_t *size, m
     arr_f64(&w, "coef", m->coef, n_coef);
     arr_f64(&w, "expert_hidden_w", m->e_w, K * m->enet.n_w);
     arr_f64(&w, "gate_hidden_w", m->g_w, m->n_gates * m->gnet.n_w);
+    if (m->log_var) arr_f64(&w, "expert_log_var_coef", m->lv_coef, K * P * eh);
     arr_f64(&w, "cov", m->cov, n_cov);
     arr_f64(&w, "trace", m->trace, m->n_trace);
     arr_begin(&w, "event_kind", T_U64, n_ev);
@@ -539,6 +553,7 @@ typedef struct parsed {
     size_t K, G, P, C, n_cols, n_ecols, n_gcols, ed, gd, coef_rows, grows;
     uint32_t version;
     moe_mlp arch[2];       /* version 2: the experts' and the gates' networks */
+    int log_var;           /* version 3: log-variance experts */
     moe_net net[2];
     view arr[A_COUNT];
     meta_view *meta;
@@ -744,7 +759,7 @@ static moe_status parse_kv(rd *r, parsed *ps, uint64_t i) {
     for (k = 0; k < K_COUNT; k++)
         if (strlen(kv_known[k].key) == key_len && memcmp(kv_known[k].key, key, key_len) == 0)
             break;
-    if (k == K_COUNT || (k >= K_E_HIDDEN && ps->version < 2))
+    if (k == K_COUNT || ps->version < kv_version(k))
         return skip_value(r, type, 0, what); /* not ours: ignore */
 
     if (ps->seen[k])
@@ -786,7 +801,7 @@ static int fits_int(int64_t v) { return v >= INT_MIN && v <= INT_MAX; }
 /* The scalars are all there and make a shape this library can hold. */
 static moe_status check_shape(rd *r, parsed *ps) {
     for (int k = 0; k < K_COUNT; k++)
-        if (!ps->seen[k] && (k < K_E_HIDDEN || ps->version >= 2))
+        if (!ps->seen[k] && ps->version >= kv_version(k))
             return fail(r, MOE_STATUS_FORMAT, "byte %zu: required key '%s' is missing",
                         ps->kv_end, kv_known[k].key);
     uint64_t task = ps->raw[K_TASK], var = ps->raw[K_VARIANCE];
@@ -851,6 +866,18 @@ static moe_status check_shape(rd *r, parsed *ps) {
         if (ps->raw[K_TOP_K] > MOE_MAX_BRANCHING)
             return fail(r, MOE_STATUS_FORMAT, "byte %zu: moe.top_k = %" PRIu64 " (limit %d)",
                         ps->at[K_TOP_K], ps->raw[K_TOP_K], MOE_MAX_BRANCHING);
+    }
+    if (ps->version >= 3) {
+        uint64_t lv = ps->raw[K_LOG_VAR];
+        if (lv > 1)
+            return fail(r, MOE_STATUS_FORMAT, "byte %zu: moe.expert_log_var = %" PRIu64 " (0 or 1)",
+                        ps->at[K_LOG_VAR], lv);
+        if (lv && (task != MOE_TASK_REGRESSION || (var != MOE_VARIANCE_DIAG && n_out > 1)))
+            return fail(r, MOE_STATUS_FORMAT,
+                        "byte %zu: moe.expert_log_var = 1 needs a regression with diagonal "
+                        "variances (moe.variance 1, or one output)",
+                        ps->at[K_LOG_VAR]);
+        ps->log_var = (int)lv;
     }
     ps->K = K;
     ps->G = moe_tree_shape_n_gates(&ps->tree);
@@ -927,7 +954,7 @@ static moe_status parse_array(rd *r, parsed *ps, uint64_t i) {
         if (strlen(arr_known[a].name) == name_len &&
             memcmp(arr_known[a].name, name, name_len) == 0)
             break;
-    if (a >= A_E_W && a < A_COUNT && ps->version < 2) a = A_COUNT; /* not in version 1 */
+    if (a < A_COUNT && ps->version < arr_version(a)) a = A_COUNT; /* not in this version */
     size_t avail = (r->end - r->pos) / 8;
     if (count > avail) {
         elem_what(ps, a, nd, avail, what, sizeof what);
@@ -1112,6 +1139,18 @@ static moe_status check_arrays(rd *r, parsed *ps) {
         if ((st = check_count(r, ps, A_G_W, n_gw, "gates x hidden weights")) != MOE_STATUS_OK ||
             (st = check_finite(r, ps, A_G_W, 0)) != MOE_STATUS_OK)
             return st;
+    /* version 3: the log-variance heads, exactly when moe.expert_log_var is 1
+     * (absent or empty otherwise) */
+    if (ps->log_var || ps->arr[A_LV].seen) {
+        size_t n_lv = 0;
+        if (ps->log_var && (!mul_ok(ps->K, ps->P, &n_lv) || !mul_ok(n_lv, eh, &n_lv)))
+            return fail(r, MOE_STATUS_FORMAT, "byte %zu: array sizes overflow", ps->kv_end);
+        if ((st = check_count(r, ps, A_LV, n_lv,
+                              ps->log_var ? "experts x outputs x expert head width"
+                                          : "moe.expert_log_var is 0")) != MOE_STATUS_OK ||
+            (st = check_finite(r, ps, A_LV, 0)) != MOE_STATUS_OK)
+            return st;
+    }
 
     /* gate_nch must be the breadth-first layout of the tree */
     {
@@ -1222,6 +1261,7 @@ static moe_status build(rd *r, const parsed *ps, moe_model **out) {
     tmpl.enet = ps->net[0];
     tmpl.gnet = ps->net[1];
     tmpl.top_k = ps->version >= 2 ? (size_t)ps->raw[K_TOP_K] : 0;
+    tmpl.log_var = ps->log_var;
     ecols = malloc((ps->n_ecols + 1) * sizeof *ecols);
     gcols = malloc((ps->n_gcols + 1) * sizeof *gcols);
     if (!ecols || !gcols) goto done;
@@ -1233,7 +1273,7 @@ static moe_status build(rd *r, const parsed *ps, moe_model **out) {
     if (!m) goto done;
     if (m->n_leaves != ps->K || m->n_gates != ps->G || m->ed != ps->ed || m->gd != ps->gd ||
         m->enet.n_w != ps->net[0].n_w || m->gnet.n_w != ps->net[1].n_w ||
-        m->coef_rows != ps->coef_rows) {
+        m->coef_rows != ps->coef_rows || m->log_var != ps->log_var) {
         st = fail(r, MOE_STATUS_FORMAT, "internal error: model shape disagrees with the file");
         goto done;
     }
@@ -1245,6 +1285,7 @@ static moe_status build(rd *r, const parsed *ps, moe_model **out) {
     load_f64(r, &ps->arr[A_COEF], m->coef);
     if (ps->arr[A_E_W].seen) load_f64(r, &ps->arr[A_E_W], m->e_w);
     if (ps->arr[A_G_W].seen) load_f64(r, &ps->arr[A_G_W], m->g_w);
+    if (m->log_var) load_f64(r, &ps->arr[A_LV], m->lv_coef);
     load_f64(r, &ps->arr[A_COV], m->cov);
     if (moe_model_refresh_chol(m) != 0) {
         st = fail(r, MOE_STATUS_FORMAT, "a covariance is not positive definite");

@@ -96,6 +96,14 @@ struct moe_model {
     double *e_w;           /* [K * enet.n_w] hidden weights, expert after expert */
     double *g_w;           /* [G * gnet.n_w] */
     size_t top_k;          /* 0: dense gates; else every gate keeps its top_k children */
+
+    /* Input-dependent variances (gradient training, moe_grad_params.log_var;
+     * format version 3). Expert k's variance of output p at a row is
+     * cov[k](p,p) + exp(min(a_kp, MOE_LOG_VAR_MAX)), a_k = lv_coef[k] (P x eh)
+     * times the row's [1, h_L]: cov then holds only the floor (diagonal),
+     * and chol / logdet are not used for densities. */
+    int log_var;
+    double *lv_coef;       /* [K * P * eh], NULL without log_var */
 };
 
 /* Allocate a model with every array sized from the shape fields, which the
@@ -202,10 +210,6 @@ double moe_solve_spd(const double *a, size_t n, double *b, size_t nrhs, double r
  * that a block's workspace stays in cache. */
 #define MOE_BLOCK_ROWS 256
 
-/* Gaussian experts whose statistics one GEMM accumulates together (so
- * that the GEMM is about 512 columns wide), for a Gram of width q. */
-#define MOE_EXPERT_GROUP(q) ((q) >= 512 ? (size_t)1 : (size_t)512 / (q))
-
 /* Workspace of one thread for one block of up to MOE_BLOCK_ROWS rows. All
  * matrices are row-major with the block's rows first. */
 typedef struct moe_block {
@@ -232,6 +236,8 @@ typedef struct moe_block {
                        increasing order */
     size_t *n_act;  /* [nb] their number */
     size_t *iw;     /* [K + 1 + nb x max_active] counting sort of rows by expert */
+    /* input-dependent variances (nn.c, topk.c); NULL without log_var */
+    double *ev;     /* [nb x K*P] each row's expert variances, laid out like eo */
 } moe_block;
 
 /* Node bookkeeping derived from the tree: node ids are gates 0..G-1
@@ -306,6 +312,37 @@ void moe_block_free_nn(moe_block *b);
 void moe_block_gate_logits_mlp(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb);
 /* Expert outputs of MLP experts into b->eo (all experts, all rows). */
 void moe_block_experts_mlp(const moe_model *m, moe_block *b, size_t nb);
+
+/* ---- input-dependent variances (nn.c) --------------------------------------- */
+
+#include <math.h>
+
+/* var[i * ldv + p] = cov_kpp + exp(min(a[i * lda + p], MOE_LOG_VAR_MAX)) for
+ * n rows of expert k's log-variance head outputs a (P each); var may be a. */
+void moe_lv_variance(const moe_model *m, size_t k, size_t n, const double *a, size_t lda,
+                     double *var, size_t ldv);
+
+/* log N(t; mu, diag(var)) over P outputs (inline: training, prediction and
+ * forward.c's posterior pass all use it). */
+static inline double moe_gauss_diag_logdens(size_t P, const double *t, const double *mu,
+                                            const double *var) {
+    double s = (double)P * 1.8378770664093454836; /* log(2 pi) */
+    for (size_t p = 0; p < P; p++) {
+        double e = t[p] - mu[p];
+        s += log(var[p]) + e * e / var[p];
+    }
+    return -0.5 * s;
+}
+
+/* For moe_block_posterior: ld[k] = the log-density of row i's standardised
+ * target (b->tgt) under every expert k with the row's variances (b->ev). */
+static inline void moe_block_logdens_lv(const moe_model *m, const moe_block *b, size_t i,
+                                        double *ld) {
+    size_t K = m->n_leaves, P = m->n_out;
+    const double *t = b->tgt + i * P;
+    for (size_t k = 0; k < K; k++)
+        ld[k] = moe_gauss_diag_logdens(P, t, b->eo + (i * K + k) * P, b->ev + (i * K + k) * P);
+}
 
 /* ---- top-k gating (topk.c) ------------------------------------------------ */
 
@@ -582,6 +619,40 @@ size_t moe_kmeans_leaf(const moe_fit *f, const double *z, const double *t, int32
 
 /* ---- vector math (vmath.c) ------------------------------------------------ */
 
+/* The instruction sets each vectorised kernel (vmath.c, gram.c,
+ * forward.c) is compiled for: the baseline, AVX2 with FMA, AVX-512F; every
+ * version gives the same bits (no reordered sums, and a fused multiply-add
+ * only where every version fuses it). moe_isa_best: the widest this
+ * machine runs (BASE off x86-64 or with MOE_NO_TARGET_CLONES);
+ * moe_isa_has: whether it runs isa. */
+enum { MOE_ISA_BASE = 0, MOE_ISA_AVX2 = 1, MOE_ISA_AVX512 = 2 };
+int moe_isa_best(void);
+int moe_isa_has(int isa);
+
+/* How a file compiles a function once per instruction set: the body as a
+ * MOE_ISA_INLINE function, one wrapper per set (MOE_ISA_VERSIONS) and a
+ * call through MOE_ISA_CALL. Contraction must be off where they are used
+ * (GCC in ISO C mode; clang: #pragma STDC FP_CONTRACT OFF). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(MOE_NO_TARGET_CLONES)
+#define MOE_ISA_X86 1
+#else
+#define MOE_ISA_X86 0
+#endif
+#define MOE_ISA_INLINE static inline __attribute__((always_inline))
+#if MOE_ISA_X86
+#define MOE_ISA_VERSIONS(V)                                                                     \
+    V(base, )                                                                                   \
+    V(avx2, __attribute__((target("avx2"))))                                                    \
+    V(avx512, __attribute__((target("avx512f"))))
+#define MOE_ISA_CALL(isa, f, ...)                                                               \
+    ((isa) == MOE_ISA_AVX512 ? f##_avx512(__VA_ARGS__)                                          \
+     : (isa) == MOE_ISA_AVX2 ? f##_avx2(__VA_ARGS__)                                            \
+                             : f##_base(__VA_ARGS__))
+#else
+#define MOE_ISA_VERSIONS(V) V(base, )
+#define MOE_ISA_CALL(isa, f, ...) f##_base(__VA_ARGS__)
+#endif
+
 /* y[i] = exp(x[i]) and y[i] = log(x[i]) for i < n (y may be x), under 1 ulp
  * (fdlibm's algorithms), for every input including subnormal results,
  * overflow, 0, negatives, +-inf and NaN. Vectorised, with the same bits on
@@ -594,9 +665,54 @@ void moe_vlog(double *y, const double *x, size_t n);
 void moe_gemm_nt(size_t m, size_t n, size_t k, const double *A, size_t lda, const double *B,
                  size_t ldb, double *C, size_t ldc, double *bt);
 
-/* a[i][e][j] = (w[i] h[i * ldh + e]) u[i * q + j] (w NULL: 1), i < nb, e < ng. */
-void moe_scale_rows(double *a, const double *u, size_t q, const double *h, size_t ldh,
-                    const double *w, size_t ng, size_t nb);
+/* The same on a given instruction set (tests); -1 when this machine lacks
+ * it. */
+int moe_vexp_isa(int isa, double *y, const double *x, size_t n);
+int moe_vlog_isa(int isa, double *y, const double *x, size_t n);
+int moe_gemm_nt_isa(int isa, size_t m, size_t n, size_t k, const double *A, size_t lda,
+                    const double *B, size_t ldb, double *C, size_t ldc, double *bt);
+
+/* ---- the Gaussian experts' Gram matrices (gram.c) ------------------------- */
+
+/* For one block of nb rows u (nb x q, row-major), posteriors h (nb x K,
+ * leading dimension ldh) and case weights w (NULL: all 1), for every
+ * expert k < K and a <= b < q:
+ *   G[k q^2 + a q + b] += sum_i ((w_i h_ik) u_ia) u_ib
+ * (upper triangles only; the lower ones are left as they are), each sum
+ * from 0 in row order by fused multiply-adds and then added to G, so the
+ * versions give the same bits (gram.c: but for the baseline one on a
+ * processor without FMA). sw (NULL: not wanted) gets sw[k] += the block's part of
+ * G_k[0][0], which is sum_i w_i h_ik when u's first column is the
+ * intercept 1. scratch: moe_gram_scratch_size(nb) doubles. Cost: K q(q+1)
+ * flops per row (gram.c). */
+void moe_gram_accumulate(size_t nb, size_t K, size_t q, const double *u, const double *h,
+                         size_t ldh, const double *w, double *G, double *sw, double *scratch);
+size_t moe_gram_scratch_size(size_t nb);
+
+/* The gradient and Gram of a weighted multinomial log-likelihood over one
+ * block, as moe_softmax_accumulate computes them (without the Hessian) and
+ * in its order: for c < C - 1, j < d, a <= b < d,
+ *   grad[c d + j] += sum_i r_ic z_ij, r_ic = w_i (t[i ld_t + c + 1] - p[i ld_p + c + 1]),
+ *   gram[a d + b] += sum_i (sqrt(w_i) z_ia) (sqrt(w_i) z_ib),
+ * each sum from 0 in row order by fused multiply-adds, then added (the
+ * order of OpenBLAS's kernels, so the bits are theirs). Cost per row:
+ * 2 (C - 1) d + d (d + 1) flops, vectorised over the classes and over the
+ * Gram's columns. scratch: moe_gram_softmax_scratch_size(nb, d) doubles. */
+void moe_gram_softmax(size_t nb, size_t C, size_t d, const double *z, const double *w,
+                      const double *t, size_t ld_t, const double *p, size_t ld_p, double *grad,
+                      double *gram, double *scratch);
+size_t moe_gram_softmax_scratch_size(size_t nb, size_t d);
+
+/* The same on a given instruction set (tests); -1 when this machine lacks
+ * it. moe_gram_fused: whether that version fuses the multiply-adds (all
+ * but the baseline one on a processor without a fast fma do). */
+int moe_gram_fused(int isa);
+int moe_gram_accumulate_isa(int isa, size_t nb, size_t K, size_t q, const double *u,
+                            const double *h, size_t ldh, const double *w, double *G, double *sw,
+                            double *scratch);
+int moe_gram_softmax_isa(int isa, size_t nb, size_t C, size_t d, const double *z, const double *w,
+                         const double *t, size_t ld_t, const double *p, size_t ld_p, double *grad,
+                         double *gram, double *scratch);
 
 /* Doubles of the negative Hessian moe_softmax_accumulate fills and
  * moe_softmax_step reads for C classes over d inputs (without the sampled

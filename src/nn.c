@@ -7,6 +7,11 @@
  * (Rumelhart, Hinton & Williams 1986 for the backward pass). Every product
  * is one GEMM over the block's rows. tanh' = 1 - h^2 and relu' = [h > 0]
  * are computed from the stored activations, so no pre-activation is kept.
+ *
+ * Experts with input-dependent variances (log_var) have a second head on
+ * the same features whose P outputs a give the variances cov_kpp +
+ * exp(min(a, MOE_LOG_VAR_MAX)) (moe.h, section 4b): the mean-variance
+ * network of Nix & Weigend (1994), with a floor.
  */
 #include "moe_impl.h"
 
@@ -150,6 +155,8 @@ moe_status moe_block_alloc_nn(moe_block *b, const moe_model *m) {
         b->iw = malloc((m->n_leaves + 1 + nb * ma) * sizeof(size_t));
         if (!b->act || !b->n_act || !b->iw) return MOE_STATUS_NO_MEMORY;
     }
+    if (m->log_var && !(b->ev = malloc(nb * m->n_leaves * m->n_out * sizeof(double))))
+        return MOE_STATUS_NO_MEMORY;
     return MOE_STATUS_OK;
 }
 
@@ -158,7 +165,8 @@ void moe_block_free_nn(moe_block *b) {
     free(b->act);
     free(b->n_act);
     free(b->iw);
-    b->nn = NULL;
+    free(b->ev);
+    b->nn = b->ev = NULL;
     b->act = b->n_act = b->iw = NULL;
 }
 
@@ -178,8 +186,26 @@ void moe_block_experts_mlp(const moe_model *m, moe_block *b, size_t nb) {
         const double *feat =
             moe_net_forward(&m->enet, m->e_w + k * m->enet.n_w, nb, b->ze, b->nn);
         moe_head_forward(nb, R, eh, feat, m->coef + k * R * eh, b->eo + k * R, K * R);
+        if (m->log_var) { /* R = P: the variances beside the means */
+            double *a = b->ev + k * R;
+            moe_head_forward(nb, R, eh, feat, m->lv_coef + k * R * eh, a, K * R);
+            moe_lv_variance(m, k, nb, a, K * R, a, K * R);
+        }
     }
     if (m->task == MOE_TASK_CLASSIFICATION)
         for (size_t i = 0; i < nb; i++)
             for (size_t k = 0; k < K; k++) moe_log_softmax(b->eo + (i * K + k) * R, R);
+}
+
+/* ---- input-dependent variances ------------------------------------------------- */
+
+void moe_lv_variance(const moe_model *m, size_t k, size_t n, const double *a, size_t lda,
+                     double *var, size_t ldv) {
+    size_t P = m->n_out;
+    for (size_t i = 0; i < n; i++)
+        for (size_t p = 0; p < P; p++) {
+            double v = a[i * lda + p];
+            var[i * ldv + p] =
+                m->cov[(k * P + p) * P + p] + exp(v < MOE_LOG_VAR_MAX ? v : MOE_LOG_VAR_MAX);
+        }
 }

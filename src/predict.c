@@ -4,7 +4,9 @@
  * own, so results never depend on the batch or the thread count.
  *
  * Mixture mean and variance by the law of total variance:
- *   E[y] = sum_k g_k mu_k,  Var[y_p] = sum_k g_k (s_kp^2 + mu_kp^2) - E[y_p]^2.
+ *   E[y] = sum_k g_k mu_k,  Var[y_p] = sum_k g_k (s_kp^2 + mu_kp^2) - E[y_p]^2,
+ * s_kp expert k's sd of output p: fixed, or the row's own with log-variance
+ * experts (moe.h, section 4b).
  * Quantiles invert the mixture CDF F(y) = sum_k g_k Phi((y - mu_k)/s_k) by
  * bracketed Newton-bisection (F is monotone, so it always converges).
  */
@@ -70,6 +72,14 @@ static size_t row_leaves(const pred_ctx *c, size_t i, const size_t **act) {
     }
     *act = c->b.act + i * c->max_active;
     return c->b.n_act[i];
+}
+
+/* Expert k's variance of output p at row i of the block (standardised
+ * scale): its fixed one, or the row's own with log-variance experts. */
+static double expert_var(const pred_ctx *c, size_t i, size_t k, size_t p) {
+    const moe_model *m = c->m;
+    size_t P = m->n_out;
+    return m->log_var ? c->b.ev[(i * m->n_leaves + k) * P + p] : m->cov[(k * P + p) * P + p];
 }
 
 /* What for_blocks evaluates besides the gates. */
@@ -163,7 +173,7 @@ static void experts_rows(const pred_ctx *c, size_t r0, size_t nb, void *arg) {
                     mo[r] = m->y_mean[r] + m->y_scale[r] * eo[r];
                     if (a->sd)
                         a->sd[((r0 + i) * K + k) * R + r] =
-                            m->y_scale[r] * sqrt(m->cov[(k * R + r) * R + r]);
+                            m->y_scale[r] * sqrt(expert_var(c, i, k, r));
                 } else {
                     mo[r] = exp(eo[r]);
                 }
@@ -202,7 +212,7 @@ static void mean_rows(const pred_ctx *c, size_t r0, size_t nb, void *arg) {
                 double g = exp(lp[k]);
                 double e = c->b.eo[(i * K + k) * P + p];
                 mu += g * e;
-                m2 += g * (m->cov[(k * P + p) * P + p] + e * e);
+                m2 += g * (expert_var(c, i, k, p) + e * e);
             }
             double v = m2 - mu * mu;
             if (v < 0.0) v = 0.0;
@@ -273,7 +283,7 @@ static void quant_rows(const pred_ctx *c, size_t r0, size_t nb, void *arg) {
             for (size_t j = 0; j < na; j++) {
                 size_t k = act ? act[j] : j;
                 mu[j] = c->b.eo[(i * K + k) * P + p];
-                s[j] = sqrt(m->cov[(k * P + p) * P + p]);
+                s[j] = sqrt(expert_var(c, i, k, p));
             }
             for (size_t j = 0; j < a->n_probs; j++)
                 a->outs[j][(r0 + i) * a->np + pp] =

@@ -29,6 +29,10 @@
 #include <math.h>
 #include <string.h>
 
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF /* every instruction set gives the same bits */
+#endif
+
 #define LOG_2PI 1.8378770664093454836
 
 /* The gate whose child node c (> 0) is. */
@@ -102,6 +106,38 @@ void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, doub
     }
 }
 
+/* The kept pairs' rank-1 updates of the small Grams, the pairs in the
+ * order idx gives (by expert, so one expert's Gram stays in L1, and in row
+ * order within an expert): pair e (row e / k) adds w u u' to expert
+ * kept[e]'s rows (whole rows of q: at these widths a fixed length
+ * vectorises better than the upper triangle's shrinking rows; the M-step
+ * reads the upper triangle), and w to its weight. Compiled per instruction
+ * set (moe_impl.h): elementwise products and sums only, so every version
+ * gives the same bits. */
+MOE_ISA_INLINE void rank1_body(size_t np, const size_t *idx, size_t k, size_t q, const double *u,
+                               const double *wt, const size_t *kept, const double *hk, double *eg,
+                               double *esw) {
+    for (size_t s = 0; s < np; s++) {
+        size_t e = idx[s], i = e / k, j = kept[e];
+        double w = (wt ? wt[i] : 1.0) * hk[e];
+        esw[j] += w;
+        double *G = eg + j * q * q;
+        const double *ui = u + i * q;
+        for (size_t a = 0; a < q; a++) {
+            double wa = w * ui[a];
+            double *Ga = G + a * q;
+            for (size_t c = 0; c < q; c++) Ga[c] += wa * ui[c];
+        }
+    }
+}
+#define RANK1_VERSION(name, attr)                                                               \
+    attr static void rank1_##name(size_t np, const size_t *idx, size_t k, size_t q,            \
+                                  const double *u, const double *wt, const size_t *kept,       \
+                                  const double *hk, double *eg, double *esw) {                 \
+        rank1_body(np, idx, k, q, u, wt, kept, hk, eg, esw);                                    \
+    }
+MOE_ISA_VERSIONS(RANK1_VERSION)
+
 /* Counting sort of the block's nb k (row, leaf) pairs by leaf: idx receives
  * the pairs (row * k + r), rows increasing within a leaf; cnt[j] ends as
  * the end of leaf j's pairs. */
@@ -118,28 +154,14 @@ void moe_sparse_gram(const moe_fit *f, const double *u, const double *wt, size_t
                      double *st) {
     const moe_model *m = f->m;
     size_t K = m->n_leaves, q = m->ed + m->n_out, k = f->sparse_k;
-    if (q <= MOE_SPARSE_DIRECT_Q) {
-        /* Small Grams (all K of them stay in cache): one rank-1 update per
-         * kept pair, in row order -- of whole rows, q^2 multiply-adds: at
-         * these widths a fixed-length row vectorises better than the upper
-         * triangle's shrinking ones (the M-step reads the upper triangle). */
-        for (size_t e = 0; e < nb * k; e++) {
-            size_t i = e / k, j = kept[e];
-            double w = (wt ? wt[i] : 1.0) * hk[e];
-            st[f->off_esw + j] += w;
-            double *G = st + f->off_eg + j * q * q;
-            const double *ui = u + i * q;
-            for (size_t a = 0; a < q; a++) {
-                double wa = w * ui[a];
-                double *Ga = G + a * q;
-                for (size_t c = 0; c < q; c++) Ga[c] += wa * ui[c];
-            }
-        }
+    size_t *cnt = idx + MOE_BLOCK_ROWS * k;
+    sort_pairs(K, nb, k, kept, idx, cnt);
+    if (q <= MOE_SPARSE_DIRECT_Q) { /* small Grams: rank-1 updates */
+        MOE_ISA_CALL(moe_isa_best(), rank1, nb * k, idx, k, q, u, wt, kept, hk, st + f->off_eg,
+                     st + f->off_esw);
         return;
     }
     /* Larger: each expert's rows gathered, one GEMM per expert. */
-    size_t *cnt = idx + MOE_BLOCK_ROWS * k;
-    sort_pairs(K, nb, k, kept, idx, cnt);
     size_t s0 = 0;
     for (size_t j = 0; j < K; j++) {
         size_t n = cnt[j] - s0;

@@ -136,5 +136,10 @@ void moe_block_experts_sparse(const moe_model *m, moe_block *b, size_t nb) {
             memcpy(e, out + j * R, R * sizeof(double));
             if (m->task == MOE_TASK_CLASSIFICATION) moe_log_softmax(e, R);
         }
+        if (m->log_var) { /* the variances, through the same buffer (R = P) */
+            moe_head_forward(n, R, eh, feat, m->lv_coef + k * R * eh, out, R);
+            for (size_t j = 0; j < n; j++)
+                moe_lv_variance(m, k, 1, out + j * R, R, b->ev + (rk[j] * K + k) * R, R);
+        }
     }
 }

@@ -12,10 +12,13 @@
  * Determinism: every operation is an IEEE add, multiply or divide of its own
  * (no fused multiply-add: ISO C mode gives GCC -ffp-contract=off, and clang
  * is told the same below), so the vector lanes, the scalar remainder and
- * the SSE2 and AVX2 builds (target_clones) all give the same bits for the
- * same input; a fit is the same on any thread count and dispatch choice.
- * tests/test_vmath.c checks the accuracy against libm and the identity of
- * the vector and scalar paths.
+ * the SSE2, AVX2 and AVX-512 versions all give the same bits for the same
+ * input; a fit is the same on any thread count and any x86-64 machine.
+ * Each kernel is compiled once per instruction set (VMATH_VERSION below)
+ * and the entry points take the widest one the machine runs
+ * (moe_isa_best); the _isa entry points let tests/test_vmath.c check the
+ * accuracy against libm and the identity of the versions, vector and
+ * scalar paths.
  */
 #include "moe_impl.h"
 
@@ -31,14 +34,20 @@
 #pragma GCC optimize("no-trapping-math")
 #endif
 
-/* An AVX2 clone beside the baseline one (chosen at load time). AVX2 alone
- * brings no FMA instructions, so the clone rounds exactly as the baseline. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(MOE_NO_TARGET_CLONES) && \
-    (!defined(__clang__) || __clang_major__ >= 14)
-#define VMATH_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define VMATH_CLONES
+/* The instruction sets besides the baseline (SSE2 on x86-64): neither AVX2
+ * nor AVX-512F brings fused multiply-adds into this code (contraction is
+ * off), so every version rounds exactly as the baseline. */
+int moe_isa_best(void) {
+#if MOE_ISA_X86
+    if (__builtin_cpu_supports("avx512f")) return MOE_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return MOE_ISA_AVX2;
 #endif
+    return MOE_ISA_BASE;
+}
+
+int moe_isa_has(int isa) {
+    return isa >= MOE_ISA_BASE && isa <= moe_isa_best();
+}
 
 static inline uint64_t as_bits(double x) {
     uint64_t u;
@@ -52,21 +61,15 @@ static inline double as_double(uint64_t u) {
     return x;
 }
 
-/* 2^k for an integer-valued double k in [-1022, 1023]. */
-static inline double pow2i(double k) {
-    const double shift = 0x1.8p52; /* k + shift holds k in its low mantissa bits */
-    return as_double((as_bits(k + shift) - as_bits(shift) + 1023) << 52);
-}
-
 /* exp (fdlibm e_exp.c): x = k ln2 + r, |r| <= ln2/2 (ln2 split in a high
  * part with 21 trailing zero bits, so k ln2_hi is exact); exp(r) from the
  * rational form 1 - ((lo - r c / (2 - c)) - hi) with c = r - r^2 P(r^2);
- * then times 2^k as 2^k1 2^k2, k1 = k/2 rounded, so that both factors are
+ * then times 2^k as 2^k1 2^k2, k1 about k/2, so that both factors are
  * normal numbers and the only rounding is the last product (which gives
  * subnormal results and overflow to inf correctly). x is first clamped to
  * [-746, 710], beyond which the result is 0 or inf anyway; NaN passes
  * through the arithmetic. */
-static inline double exp_one(double x) {
+MOE_ISA_INLINE double exp_one(double x) {
     const double shift = 0x1.8p52, invln2 = 1.44269504088896338700e+00,
                  ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10,
                  P1 = 1.66666666666666019037e-01, P2 = -2.77777777770155933842e-03,
@@ -74,13 +77,17 @@ static inline double exp_one(double x) {
                  P5 = 4.13813679705723846039e-08;
     double xc = x > 710.0 ? 710.0 : x;
     xc = xc < -746.0 ? -746.0 : xc;
-    double k = (xc * invln2 + shift) - shift; /* nearest integer */
+    double ks = xc * invln2 + shift, k = ks - shift; /* nearest integer, held in ks's low bits */
     double hi = xc - k * ln2_hi, lo = k * ln2_lo, r = hi - lo;
     double t = r * r;
     double c = r - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))));
     double y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
-    double k1 = (k * 0.5 + shift) - shift, k2 = k - k1;
-    return y * pow2i(k1) * pow2i(k2);
+    /* 2^k = 2^k1 2^k2 with k1 = floor((k + 1076) / 2) - 538, from the bits:
+     * u = k + 1076 in [0, 2101], the exponent fields k1 + 1023 and k2 + 1023
+     * both >= 485. Any split into normal factors gives y 2^k1 exactly and
+     * the same one rounding at the end (fdlibm splits k as round(k / 2)). */
+    uint64_t u = as_bits(ks) - as_bits(shift) + 1076, h = u >> 1;
+    return y * as_double((h + 485) << 52) * as_double((u - h + 485) << 52);
 }
 
 /* log (fdlibm e_log.c): x = 2^k (1 + f) with 1 + f in [sqrt(2)/2, sqrt(2)]
@@ -88,7 +95,7 @@ static inline double exp_one(double x) {
  * log(1 + f) = f - (hfsq - s (hfsq + R(s^2))), hfsq = f^2 / 2. Subnormal x
  * is scaled by 2^54 first; zero, negative, inf and NaN are selected at the
  * end. */
-static inline double log_one(double x) {
+MOE_ISA_INLINE double log_one(double x) {
     const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10,
                  Lg1 = 6.666666666666735130e-01, Lg2 = 3.999999999940941908e-01,
                  Lg3 = 2.857142874366239149e-01, Lg4 = 2.222219843214978396e-01,
@@ -111,33 +118,22 @@ static inline double log_one(double x) {
     return x > 0.0 && x < INFINITY ? y : special;
 }
 
-VMATH_CLONES
-static void vexp_clones(double *y, const double *x, size_t n) {
-    for (size_t i = 0; i < n; i++) y[i] = exp_one(x[i]);
-}
-
-VMATH_CLONES
-static void vlog_clones(double *y, const double *x, size_t n) {
-    for (size_t i = 0; i < n; i++) y[i] = log_one(x[i]);
-}
-
 /* C = A B' for a short inner dimension (the gate logits and the expert
  * outputs of a block: m = 256 rows, n and k a few dozen at most), where
  * OpenBLAS's small-matrix path reaches a fraction of the machine's rate.
  * B' is copied once into bt (k x n); then tiles of 4 rows x 8 outputs are
  * held in registers while j runs over k. Every entry of C is
  * a_i0 b_0 + a_i1 b_1 + ... summed in order of j, on every path (tile or
- * remainder, SSE2 or AVX2), so the bits never depend on the path. */
-/* Four doubles as one value (GCC and clang vector extension; two SSE2
- * registers in the baseline clone, one AVX2 register in the other). */
-typedef double v4d __attribute__((vector_size(32)));
+ * remainder, any instruction set), so the bits never depend on the path. */
+/* Eight doubles as one value (GCC and clang vector extension): one AVX-512
+ * register, two AVX2 or four SSE2 ones. */
+typedef double v8d __attribute__((vector_size(64)));
 
-/* (a macro: a function returning v4d would change the baseline ABI) */
-#define LOAD4(v, p) memcpy(&(v), (p), sizeof(v4d))
+/* (a macro: a function returning v8d would change the baseline ABI) */
+#define LOAD8(v, p) memcpy(&(v), (p), sizeof(v8d))
 
-VMATH_CLONES
-static void gemm_nt_clones(size_t m, size_t n, size_t k, const double *A, size_t lda, const double *B,
-                 size_t ldb, double *C, size_t ldc, double *bt) {
+MOE_ISA_INLINE void gemm_nt_body(size_t m, size_t n, size_t k, const double *A, size_t lda,
+                                  const double *B, size_t ldb, double *C, size_t ldc, double *bt) {
     enum { TR = 4, TO = 8 };
     if (k == 0) {
         for (size_t i = 0; i < m; i++)
@@ -151,26 +147,14 @@ static void gemm_nt_clones(size_t m, size_t n, size_t k, const double *A, size_t
         const double *a = A + i * lda;
         double *c = C + i * ldc;
         for (size_t o0 = 0; o0 < nt; o0 += TO) {
-            v4d acc[TR][2], b0, b1;
-            LOAD4(b0, bt + o0);
-            LOAD4(b1, bt + o0 + 4);
-            for (size_t r = 0; r < TR; r++) {
-                acc[r][0] = a[r * lda] * b0;
-                acc[r][1] = a[r * lda] * b1;
-            }
+            v8d acc[TR], b0;
+            LOAD8(b0, bt + o0);
+            for (size_t r = 0; r < TR; r++) acc[r] = a[r * lda] * b0;
             for (size_t j = 1; j < k; j++) {
-                LOAD4(b0, bt + j * n + o0);
-                LOAD4(b1, bt + j * n + o0 + 4);
-                for (size_t r = 0; r < TR; r++) {
-                    const double ar = a[r * lda + j];
-                    acc[r][0] += ar * b0;
-                    acc[r][1] += ar * b1;
-                }
+                LOAD8(b0, bt + j * n + o0);
+                for (size_t r = 0; r < TR; r++) acc[r] += a[r * lda + j] * b0;
             }
-            for (size_t r = 0; r < TR; r++) {
-                memcpy(c + r * ldc + o0, &acc[r][0], sizeof(v4d));
-                memcpy(c + r * ldc + o0 + 4, &acc[r][1], sizeof(v4d));
-            }
+            for (size_t r = 0; r < TR; r++) memcpy(c + r * ldc + o0, &acc[r], sizeof(v8d));
         }
         for (size_t r = 0; r < TR; r++)
             for (size_t o = nt; o < n; o++) {
@@ -188,41 +172,54 @@ static void gemm_nt_clones(size_t m, size_t n, size_t k, const double *A, size_t
         }
 }
 
-/* The rows of a block scaled per expert for the grouped Gram GEMM
- * (estep.c): a[i][e][.] = (w_i h_ie) u[i][.] for i < nb, e < ng, u of
- * width q, h with leading dimension ldh, w NULL for unit weights. */
-VMATH_CLONES
-static void scale_rows_clones(double *a, const double *u, size_t q, const double *h, size_t ldh,
-                    const double *w, size_t ng, size_t nb) {
-    for (size_t i = 0; i < nb; i++) {
-        const double *ui = u + i * q, *hi = h + i * ldh;
-        double wi = w ? w[i] : 1.0;
-        double *ai = a + i * ng * q;
-        for (size_t e = 0; e < ng; e++) {
-            const double s = wi * hi[e];
-            for (size_t j = 0; j < q; j++) ai[e * q + j] = s * ui[j];
-        }
+/* One version of every kernel for the target ATTR, its functions named
+ * with SFX. */
+#define VMATH_VERSION(SFX, ATTR)                                                                \
+    ATTR static void vexp_##SFX(double *y, const double *x, size_t n) {                         \
+        for (size_t i = 0; i < n; i++) y[i] = exp_one(x[i]);                                    \
+    }                                                                                           \
+    ATTR static void vlog_##SFX(double *y, const double *x, size_t n) {                         \
+        for (size_t i = 0; i < n; i++) y[i] = log_one(x[i]);                                    \
+    }                                                                                           \
+    ATTR static void gemm_nt_##SFX(size_t m, size_t n, size_t k, const double *A, size_t lda,   \
+                                   const double *B, size_t ldb, double *C, size_t ldc,          \
+                                   double *bt) {                                                \
+        gemm_nt_body(m, n, k, A, lda, B, ldb, C, ldc, bt);                                      \
     }
+MOE_ISA_VERSIONS(VMATH_VERSION)
+
+/* The entry points: the _isa ones run the version asked for (-1 when this
+ * machine lacks it), the others the widest one. */
+
+int moe_vexp_isa(int isa, double *y, const double *x, size_t n) {
+    if (!moe_isa_has(isa)) return -1;
+    MOE_ISA_CALL(isa, vexp, y, x, n);
+    return 0;
 }
 
-/* The exported entry points: plain functions calling the static clones
- * (clang names a clone set's resolver apart from the symbol, so only
- * callers in this file reach it). */
+int moe_vlog_isa(int isa, double *y, const double *x, size_t n) {
+    if (!moe_isa_has(isa)) return -1;
+    MOE_ISA_CALL(isa, vlog, y, x, n);
+    return 0;
+}
+
+int moe_gemm_nt_isa(int isa, size_t m, size_t n, size_t k, const double *A, size_t lda,
+                    const double *B, size_t ldb, double *C, size_t ldc, double *bt) {
+    if (!moe_isa_has(isa)) return -1;
+    MOE_ISA_CALL(isa, gemm_nt, m, n, k, A, lda, B, ldb, C, ldc, bt);
+    return 0;
+}
 
 void moe_vexp(double *y, const double *x, size_t n) {
-    vexp_clones(y, x, n);
+    moe_vexp_isa(moe_isa_best(), y, x, n);
 }
 
 void moe_vlog(double *y, const double *x, size_t n) {
-    vlog_clones(y, x, n);
+    moe_vlog_isa(moe_isa_best(), y, x, n);
 }
 
 void moe_gemm_nt(size_t m, size_t n, size_t k, const double *A, size_t lda, const double *B,
                  size_t ldb, double *C, size_t ldc, double *bt) {
-    gemm_nt_clones(m, n, k, A, lda, B, ldb, C, ldc, bt);
+    moe_gemm_nt_isa(moe_isa_best(), m, n, k, A, lda, B, ldb, C, ldc, bt);
 }
 
-void moe_scale_rows(double *a, const double *u, size_t q, const double *h, size_t ldh,
-                    const double *w, size_t ng, size_t nb) {
-    scale_rows_clones(a, u, q, h, ldh, w, ng, nb);
-}

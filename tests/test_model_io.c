@@ -6,7 +6,8 @@
  * file is attacked: every truncation length, every single flipped bit, a
  * foreign file, a newer version, crafted contents with a valid checksum,
  * and the atomic save (missing directory, replacing a file, no temporary
- * files left behind). Crashing inputs the fuzzer found live in
+ * files left behind); version 3 (log-variance experts) beside version 2.
+ * Crashing inputs the fuzzer found live in
  * tests/data/model_regressions/ and are loaded here.
  */
 #include "check.h"
@@ -250,6 +251,40 @@ static moe_model *make_single(void) {
     return m;
 }
 
+/* Two MLP experts (3 tanh units) with log-variance heads, P = 2 diagonal,
+ * a linear gate: a version-3 file. cov holds the variance floors. */
+static moe_model *make_log_var(void) {
+    moe_model t;
+    memset(&t, 0, sizeof t);
+    t.task = MOE_TASK_REGRESSION;
+    t.variance = MOE_VARIANCE_DIAG;
+    t.tree.n_levels = 1;
+    t.tree.branching[0] = 2;
+    t.n_cols = 3;
+    t.n_ecols = 2;
+    t.n_gcols = 1;
+    t.n_out = 2;
+    t.enet.n_hidden = 1;
+    t.enet.hidden[0] = 3;
+    t.log_var = 1;
+    const size_t ecols[] = {0, 2}, gcols[] = {1};
+    moe_model *m = moe_model_alloc(&t, ecols, gcols);
+    if (!m) return NULL;
+    fill_common(m, 0.3);
+    m->events[0].expert = 1; /* of 2 experts */
+    for (size_t i = 0; i < m->n_leaves * m->coef_rows * m->eh; i++) m->coef[i] = distinct(i, 0.9);
+    for (size_t i = 0; i < m->n_leaves * m->enet.n_w; i++) m->e_w[i] = distinct(i, -0.2);
+    for (size_t i = 0; i < m->n_leaves * m->n_out * m->eh; i++) m->lv_coef[i] = distinct(i, -1.1);
+    for (size_t p = 0; p < 2; p++) m->y_scale[p] = 2.0 + (double)p;
+    for (size_t k = 0; k < 2; k++)
+        for (size_t p = 0; p < 2; p++) m->cov[(k * 2 + p) * 2 + p] = 1e-6 * (double)(1 + k + p);
+    if (moe_model_refresh_chol(m) != 0) {
+        moe_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
 static int same_f64(const double *a, const double *b, size_t n) {
     return n == 0 || memcmp(a, b, n * sizeof(double)) == 0;
 }
@@ -291,6 +326,9 @@ static void check_same_model(const moe_model *a, const moe_model *b) {
     CHECK(same_f64(a->cov, b->cov, K * P * P), "cov");
     CHECK(same_f64(a->chol, b->chol, K * P * P), "chol");
     CHECK(same_f64(a->logdet, b->logdet, P ? K : 0), "logdet");
+    CHECK(a->log_var == b->log_var &&
+              (!a->log_var || (a->eh == b->eh && same_f64(a->lv_coef, b->lv_coef, K * P * a->eh))),
+          "log-variance heads");
     const moe_fit_report *r = &a->report, *s = &b->report;
     CHECK(same_bits(r->loglik, s->loglik) && same_bits(r->aic, s->aic) &&
               same_bits(r->bic, s->bic) && same_bits(r->icl, s->icl) &&
@@ -366,6 +404,30 @@ static void test_crc_reference(void) {
 static void test_roundtrip_regression(void) { roundtrip(make_regression, "reg.moe"); }
 static void test_roundtrip_classification(void) { roundtrip(make_classification, "cls.moe"); }
 static void test_roundtrip_single_expert(void) { roundtrip(make_single, "one.moe"); }
+static void test_roundtrip_log_var(void) { roundtrip(make_log_var, "lv.moe"); }
+
+/* Log-variance experts are written as version 3 (others stay version 2):
+ * one more key and one more array, aligned like the rest. */
+static void test_layout_log_var(void) {
+    moe_model *m = make_log_var();
+    void *vb = NULL;
+    size_t n = 0;
+    int ok = m && moe_model_save_buffer(m, &vb, &n, NULL) == MOE_STATUS_OK;
+    REQUIRE(ok, "save");
+    unsigned char *b = vb;
+    CHECK(rd32(b + 8) == 3, "version %u", (unsigned)rd32(b + 8));
+    CHECK(rd64(b + 24) == 1 + 18 + 5 + 1 + 3, "n_kv %llu", (unsigned long long)rd64(b + 24));
+    CHECK(rd64(b + 32) == 19, "n_arrays %llu", (unsigned long long)rd64(b + 32));
+    uint64_t cnt = 0;
+    size_t at = find_array(b, n, "expert_log_var_coef", &cnt);
+    CHECK(at && at % 32 == 0 && cnt == 2 * 2 * 4, "expert_log_var_coef at %zu count %llu", at,
+          (unsigned long long)cnt);
+    double v;
+    memcpy(&v, &(uint64_t){rd64(b + at + 8)}, 8);
+    CHECK(at && v == m->lv_coef[1], "expert_log_var_coef[1] little-endian");
+    free(vb);
+    moe_model_free(m);
+}
 
 /* The bytes follow docs/format.md: header fields, alignment, checksum. */
 static void test_layout(void) {
@@ -509,13 +571,13 @@ static void test_newer_version(void) {
     int ok5 = m && moe_model_save_buffer(m, &vb, &n, NULL) == MOE_STATUS_OK;
     REQUIRE(ok5, "save");
     unsigned char *b = vb;
-    wr32(b + 8, 3);
+    wr32(b + 8, 4);
     fix_crc(b, n);
     moe_model *l = NULL;
     moe_error err;
     moe_status st = moe_model_load_buffer(b, n, "future.moe", &l, &err);
     CHECK(st == MOE_STATUS_VERSION && !l, "status %d", (int)st);
-    CHECK(strstr(err.message, "future.moe") && strstr(err.message, "version 3") &&
+    CHECK(strstr(err.message, "future.moe") && strstr(err.message, "version 4") &&
               strstr(err.message, "newer"),
           "message: %s", err.message);
     /* a newer version may change everything after the version field */
@@ -634,6 +696,37 @@ static void test_invalid_contents(void) {
     moe_model_free(s2);
     free(vb);
     moe_model_free(m);
+
+    /* log-variance heads: finite, present exactly when the key says so,
+     * only with diagonal variances */
+    moe_model *lv = make_log_var();
+    REQUIRE(lv, "log-variance model");
+    edit_and_expect(lv, "expert_log_var_coef", 5, NAN, 0, "expert_log_var_coef[5]");
+    vb = NULL;
+    int ok9 = moe_model_save_buffer(lv, &vb, &n, NULL) == MOE_STATUS_OK;
+    REQUIRE(ok9, "save");
+    b = vb;
+    at = find_bytes(b, n, "moe.expert_log_var", 18);
+    REQUIRE(at != (size_t)-1, "key");
+    wr64(b + at + 22, 2);
+    fix_crc(b, n);
+    CHECK(moe_model_load_buffer(b, n, "k.moe", &l, &err) == MOE_STATUS_FORMAT && !l, "accepted");
+    CHECK(strstr(err.message, "moe.expert_log_var = 2 (0 or 1)"), "message: %s", err.message);
+    wr64(b + at + 22, 0);
+    fix_crc(b, n);
+    CHECK(moe_model_load_buffer(b, n, "k.moe", &l, &err) == MOE_STATUS_FORMAT && !l, "accepted");
+    CHECK(strstr(err.message, "expert_log_var_coef' has 16 elements, expected 0"), "message: %s",
+          err.message);
+    wr64(b + at + 22, 1);
+    at = find_bytes(b, n, "moe.variance", 12);
+    REQUIRE(at != (size_t)-1, "key");
+    wr64(b + at + 16, MOE_VARIANCE_FULL);
+    fix_crc(b, n);
+    CHECK(moe_model_load_buffer(b, n, "k.moe", &l, &err) == MOE_STATUS_FORMAT && !l, "accepted");
+    CHECK(strstr(err.message, "needs a regression with diagonal variances"), "message: %s",
+          err.message);
+    free(vb);
+    moe_model_free(lv);
 }
 
 /* Keys and arrays this version does not know are skipped. */
@@ -837,7 +930,9 @@ int main(void) {
     RUN(test_roundtrip_regression);
     RUN(test_roundtrip_classification);
     RUN(test_roundtrip_single_expert);
+    RUN(test_roundtrip_log_var);
     RUN(test_layout);
+    RUN(test_layout_log_var);
     RUN(test_truncation);
     RUN(test_bit_flips);
     RUN(test_foreign_files);

@@ -46,7 +46,7 @@ printf '\125' | dd of=flipped.moe bs=1 seek=700 conv=notrunc 2>/dev/null
 cp "$TRAIN" foreign.moe
 : > empty.moe
 cp good.moe newer.moe
-printf '\003' | dd of=newer.moe bs=1 seek=8 conv=notrunc 2>/dev/null
+printf '\004' | dd of=newer.moe bs=1 seek=8 conv=notrunc 2>/dev/null
 touch a_file
 mkdir -p a_dir
 
@@ -87,7 +87,7 @@ for cmd in predict inspect; do
     bad ${cmd}_bitflip_model 'flipped\.moe: .*checksum' p.csv "$MOE" $cmd flipped.moe "$@"
     bad ${cmd}_foreign_model 'foreign\.moe: .*not a moe model file' p.csv "$MOE" $cmd foreign.moe "$@"
     bad ${cmd}_empty_model 'empty\.moe: .*empty' p.csv "$MOE" $cmd empty.moe "$@"
-    bad ${cmd}_newer_model 'newer\.moe: format version 3 is newer' p.csv "$MOE" $cmd newer.moe "$@"
+    bad ${cmd}_newer_model 'newer\.moe: format version 4 is newer' p.csv "$MOE" $cmd newer.moe "$@"
     bad ${cmd}_missing_model "nosuch\.moe" p.csv "$MOE" $cmd nosuch.moe "$@"
 done
 bad eval_bitflip_model 'flipped\.moe: .*checksum' - "$MOE" eval flipped.moe "$TEST"
