@@ -246,6 +246,8 @@ int cli_cmd_inspect(int argc, char **argv) {
             KEY(&b, "gate_net");
             cli_buf_json_str(&b, ga);
             cli_buf_printf(&b, ",\n  \"top_k\": %zu", moe_model_top_k(model));
+            cli_buf_printf(&b, ",\n  \"log_var\": %s",
+                           moe_model_expert_log_var(model) ? "true" : "false");
         }
         KEY(&b, "variance");
         if (cls) cli_buf_add(&b, "null");
@@ -431,7 +433,10 @@ int cli_cmd_inspect(int argc, char **argv) {
                            moe_model_top_k(model) ? "" : " (dense)");
         }
         if (!cls)
-            cli_buf_printf(&b, "variance         %s\n", variance_name(moe_model_variance(model)));
+            cli_buf_printf(&b, "variance         %s%s\n", variance_name(moe_model_variance(model)),
+                           moe_model_expert_log_var(model)
+                               ? ", input-dependent (the experts output log-variances)"
+                               : "");
         cli_buf_add(&b, "targets          ");
         text_names(&b, &targets);
         cli_buf_addc(&b, '\n');

@@ -72,10 +72,11 @@ typedef struct train_opts {
     double tol, var_floor, ridge, min_support;
     /* gradient training */
     int trainer, activation, top_k, balance_kind, objective, epochs, batch, patience, no_noise;
+    int log_var;
     double balance, z_loss, lr, valid, clip, weight_decay;
     const char *expert, *gate, *init_model;
     /* sparse and online EM */
-    int sparse_em, online, online_batch, online_passes;
+    int sparse_em, sparse_full, online, online_batch, online_passes;
 } train_opts;
 
 static const cli_command train_cmd = {
@@ -93,6 +94,8 @@ static const cli_command train_cmd = {
     "--sparse-em K: each row's posteriors keep only their K largest, so the experts'\n"
     "statistics cost K, not the number of experts, per row; EM then increases a lower\n"
     "bound of the log-likelihood (the trace), and the report gives the log-likelihood.\n"
+    "Only one iteration in --sparse-full is a full E-step (every expert, new kept sets,\n"
+    "the gates' step); the others look at each row's K kept experts alone.\n"
     "--online: stepwise EM over minibatches of --online-batch rows, --online-passes\n"
     "times; the first minibatch is fitted by batch EM (--restarts), each next one moves\n"
     "the model by the step (t + 2)^-0.6 (see 'moe update', which continues a model).\n"
@@ -268,6 +271,7 @@ int cli_cmd_train(int argc, char **argv) {
     o.min_support = lib.min_support;
     moe_online_params olib = moe_online_params_default();
     o.sparse_em = lib.sparse_k;
+    o.sparse_full = lib.sparse_full;
     o.online_batch = (int)olib.batch_rows;
     o.online_passes = olib.passes;
     moe_grad_params glib = moe_grad_params_default();
@@ -341,6 +345,8 @@ int cli_cmd_train(int argc, char **argv) {
          "freeze experts with less weight (-1: inputs+2)", NULL, 0},
         {'H', "sparse-em", CLI_OPT_INT, &o.sparse_em, "K", 0, 65536, NULL, NULL,
          "sparse EM: each row keeps its K largest posteriors (0: dense)", NULL, 0},
+        {'d', "sparse-full", CLI_OPT_INT, &o.sparse_full, "R", 1, 1000000, NULL, NULL,
+         "sparse EM: a full E-step every R iterations (1: always)", NULL, 0},
         {'U', "online", CLI_OPT_FLAG, &o.online, NULL, 0, 0, NULL, NULL,
          "online EM: minibatches of the rows, seen once (see below)", NULL, 0},
         {'Q', "online-batch", CLI_OPT_INT, &o.online_batch, "N", 1, 1e9, NULL, NULL,
@@ -367,6 +373,8 @@ int cli_cmd_train(int argc, char **argv) {
          "router z-loss coefficient", NULL, 0},
         {'J', "objective", CLI_OPT_CHOICE, &o.objective, NULL, 0, 0, objective_names, NULL,
          "mixture likelihood, or squared error of the blend", NULL, 0},
+        {'Z', "log-var", CLI_OPT_FLAG, &o.log_var, NULL, 0, 0, NULL, NULL,
+         "MLP experts also output their variances (log scale)", NULL, 0},
         {'p', "epochs", CLI_OPT_INT, &o.epochs, "N", 1, 10000000, NULL, NULL,
          "passes over the training rows at most", NULL, 0},
         {'u', "batch", CLI_OPT_INT, &o.batch, "N", 1, 1000000, NULL, NULL,
@@ -486,9 +494,11 @@ int cli_cmd_train(int argc, char **argv) {
         static const char *const grad_only[] = {"expert", "gate", "activation", "top-k",
                                                 "no-noise", "balance", "balance-kind", "z-loss",
                                                 "objective", "epochs", "batch", "lr", "valid",
-                                                "patience", "clip", "weight-decay", "init-model"};
+                                                "patience", "clip", "weight-decay", "init-model",
+                                                "log-var"};
         static const char *const em_only[] = {"init", "max-iter", "tol", "short-iter", "ridge",
                                               "min-support", "select", "criterion", "sparse-em",
+                                              "sparse-full",
                                               "online", "online-batch", "online-passes"};
         for (size_t i = 0; i < sizeof grad_only / sizeof grad_only[0]; i++)
             if (!o.trainer && cli_opt_find(opts, n_opts, grad_only[i])->set) {
@@ -498,6 +508,10 @@ int cli_cmd_train(int argc, char **argv) {
         if (!o.online && (cli_opt_find(opts, n_opts, "online-batch")->set ||
                           cli_opt_find(opts, n_opts, "online-passes")->set)) {
             cli_error("train", "--online-batch and --online-passes need --online");
+            goto done;
+        }
+        if (!o.sparse_em && cli_opt_find(opts, n_opts, "sparse-full")->set) {
+            cli_error("train", "--sparse-full needs --sparse-em");
             goto done;
         }
         if (o.online && cli_group && cli_group->size > 1) {
@@ -527,6 +541,7 @@ int cli_cmd_train(int argc, char **argv) {
             gp.patience = o.patience;
             gp.clip = o.clip;
             gp.weight_decay = o.weight_decay;
+            gp.log_var = o.log_var;
             if (o.init_model) {
                 if ((st = moe_model_load(o.init_model, &init_model, &err)) != MOE_STATUS_OK) {
                     cli_error("train", "--init-model: %s", err.message);
@@ -744,6 +759,7 @@ have_data:;
     p.ridge = o.ridge;
     p.min_support = o.min_support;
     p.sparse_k = o.sparse_em;
+    p.sparse_full = o.sparse_full;
     moe_online_params op = olib;
     op.batch_rows = (size_t)o.online_batch;
     op.passes = o.online_passes;
@@ -929,7 +945,8 @@ have_data:;
                                meta_num(model, "z_loss", o.z_loss) ||
                                meta_num(model, "epochs", o.epochs) ||
                                meta_num(model, "batch", o.batch) || meta_num(model, "lr", o.lr) ||
-                               meta_num(model, "valid", o.valid)
+                               meta_num(model, "valid", o.valid) ||
+                               (o.log_var && meta_num(model, "log_var", 1))
                          : meta_setting(model, "init", init_names[o.init]));
         snprintf(buf, sizeof buf, "%d", o.restarts);
         bad = bad || meta_setting(model, "restarts", buf);

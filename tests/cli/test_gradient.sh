@@ -1,6 +1,7 @@
 # test_gradient.sh -- moe train --trainer gradient: MLP experts and gates,
 # top-k gating, determinism, fine-tuning an EM model, the architecture in
-# moe inspect, version-1 model files, and clear errors for bad values.
+# moe inspect, input-dependent variances (--log-var), version-1 model files,
+# and clear errors for bad values.
 . tests/cli/lib.sh
 
 TRAIN="$DATA/mcycle_train.csv"
@@ -44,6 +45,28 @@ em_ll=$("$MOE" inspect --json em.moe | sed -n 's/^ *"loglik": *\([-0-9.eE+]*\).*
 ft_ll=$("$MOE" inspect --json ft.moe | sed -n 's/^ *"loglik": *\([-0-9.eE+]*\).*/\1/p' | head -1)
 check finetune_keeps_loglik awk -v a="$em_ll" -v b="$ft_ll" 'BEGIN { exit !(b > a - 0.01 * (a < 0 ? -a : a)) }'
 
+# ---- input-dependent variances: --log-var -----------------------------------------
+"$MOE" train -q $G -k 2 --expert mlp:4 --log-var -s 3 -j 1 "$TRAIN" -o lv.moe
+check train_log_var [ -s lv.moe ]
+check log_var_version_3 [ "$(od -An -tu1 -j8 -N1 lv.moe | tr -d ' ')" = 3 ]
+check plain_version_2 [ "$(od -An -tu1 -j8 -N1 mlp.moe | tr -d ' ')" = 2 ]
+"$MOE" train -q $G -k 2 --expert mlp:4 --log-var -s 3 -j 2 "$TRAIN" -o lv2.moe
+check log_var_same_bytes_threads cmp -s lv.moe lv2.moe
+"$MOE" inspect lv.moe > inspect_lv.txt
+check inspect_log_var grep -q '^variance  *diag, input-dependent' inspect_lv.txt
+check inspect_log_var_no_cov sh -c '! grep -q "^  \(sd\|cov\)" inspect_lv.txt'
+"$MOE" inspect --json lv.moe > inspect_lv.json
+check inspect_json_log_var grep -q '"log_var": true' inspect_lv.json
+"$MOE" predict -O mean,sd,interval=0.9,logdensity,experts lv.moe "$TEST" > pred_lv.csv
+check predict_log_var_finite awk -F, 'NR > 1 { for (i = 1; i <= NF; i++) if ($i !~ /^-?[0-9]/) exit 1 }' pred_lv.csv
+# an expert's sd follows the input: more than one value in column s1
+check log_var_sd_varies awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "s1") c = i; next }
+    { v[$c] = 1 } END { n = 0; for (k in v) n++; exit !(c && n > 1) }' pred_lv.csv
+"$MOE" eval lv.moe "$TEST" > eval_lv.txt
+check eval_log_var grep -q '^nll  *[0-9]' eval_lv.txt
+"$MOE" train -q --trainer gradient -r 1 --epochs 3 -k 2 --expert mlp:4 --log-var --init-model lv.moe -j 1 "$TRAIN" -o lv_ft.moe
+check finetune_log_var [ -s lv_ft.moe ]
+
 # ---- classification --------------------------------------------------------------
 if [ -f "$VTRAIN" ]; then
     "$MOE" train -q --trainer gradient -r 1 --epochs 5 -k 2 --expert mlp:8 -j 1 "$VTRAIN" -o vowel.moe
@@ -78,3 +101,7 @@ bad bad_tol_gradient "--tol is an EM option" --trainer gradient --tol 0.1
 bad bad_full_variance "full" --trainer gradient -v full
 bad bad_init_missing "--init-model: .*nosuch.moe" --trainer gradient --init-model nosuch.moe
 bad bad_init_tree "init model: tree 2, but the parameters say 3" --trainer gradient -k 3 --init-model em.moe
+bad bad_log_var_em "--log-var needs --trainer gradient" --log-var
+bad bad_log_var_linear "log_var: log-variance outputs need MLP experts" --trainer gradient --log-var
+bad bad_log_var_coop "cooperative objective does not fit variances" --trainer gradient --expert mlp:4 --log-var --objective cooperative
+bad bad_init_log_var "init model: it has log-variance outputs" --trainer gradient -k 2 --expert mlp:4 --init-model lv.moe
