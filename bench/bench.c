@@ -11,8 +11,10 @@
  *   iters       EM iterations (to convergence at tol 1e-6, or the cap)
  *   fit s       total training time (initialisation included)
  *   GF/s        floating-point rate of the EM pass (flops counted below)
- *   peak GF/s   the machine's DGEMM rate at the pass's dominant shape (the
- *               grouped expert Gram matrices), on all threads
+ *   peak GF/s   the machine's best OpenBLAS rate on the shapes of the
+ *               pass's dominant work, the expert Gram matrices: DGEMM of a
+ *               group of experts' scaled rows (the shape the pass used
+ *               before gram.c) or one expert's DSYRK, on all threads
  *   bound s     max(flops / peak, bytes of the data / measured bandwidth)
  *   ratio       s/iter / bound (1 = as fast as the hardware allows)
  *   pred rows/s rows per second of moe_model_predict_mean
@@ -22,9 +24,11 @@
  *   data MB     the size of the data (x and y as doubles)
  * plus a 1-vs-2-thread comparison at N = 1e6.
  *
- * Flops per row counted for the pass (multiply-add = 2): gate logits
- * 2 G gd, expert means 2 K P ed, expert Gram matrices 2 K (ed+P)^2 (one
- * GEMM per expert group), gate statistics per gate 2 (b-1) gd + gd(gd+1)
+ * Flops per row counted for the pass, the work it executes (multiply-add
+ * = 2): gate logits 2 G gd, expert means 2 K P ed, expert Gram matrices
+ * K q(q+1) with q = ed+P (their upper triangles, gram.c; before gram.c the
+ * pass ran one GEMM per expert group, 2 K q^2, and this count was that),
+ * gate statistics per gate 2 (b-1) gd + gd(gd+1)
  * and, on the Hessian's sample of rows only, n(n+1) + (b-1) gd (gd+1) with
  * n = (b-1) gd for a full Newton Hessian, or (b-1) gd (gd+1) for the
  * block-diagonal one of gates with n above the Newton limit.
@@ -125,7 +129,7 @@ static double pass_flops(size_t n_rows, size_t D, const moe_tree_shape *t) {
     /* Hessians are accumulated on a sample of HESSIAN_SAMPLE_ROWS rows. */
     double hs = (double)HESSIAN_SAMPLE_ROWS / (double)n_rows;
     if (hs > 1.0) hs = 1.0;
-    double f = 2.0 * (double)(K * P * ed) + 2.0 * (double)(K * (ed + P) * (ed + P));
+    double f = 2.0 * (double)(K * P * ed) + (double)(K * (ed + P) * (ed + P + 1));
     for (size_t l = 0, w = 1; l < t->n_levels; l++) {
         size_t b = t->branching[l], n = (b - 1) * gd;
         double per = 2.0 * (double)(b * gd) + 2.0 * (double)((b - 1) * gd) + (double)(gd * (gd + 1));
@@ -139,35 +143,42 @@ static double pass_flops(size_t n_rows, size_t D, const moe_tree_shape *t) {
     return f;
 }
 
-/* The machine: DGEMM at the pass's dominant shape -- the expert Gram
- * matrices of a group of experts, (g q x 256) times (256 x q) with q = D + 2
- * and g q about 512 (see MOE_EXPERT_GROUP) -- one independent call per
- * thread as the pass makes them. */
+/* The machine: OpenBLAS on the shapes of the pass's dominant work, the
+ * expert Gram matrices of a block of nb = 256 rows with q = D + 2: DGEMM of
+ * a group of experts, (g q x 256) times (256 x q) with g q about 512, and
+ * one expert's DSYRK, (q x 256) times its transpose; one independent call
+ * per thread as a pass would make them. The larger rate. */
 static double blas_rate(size_t D, size_t K, int threads) {
     size_t q = D + 2, nb = 256, g = q >= 512 ? 1 : 512 / q;
     if (g > K) g = K;
     size_t m = g * q;
     double best = 0;
-    for (int rep = 0; rep < 3; rep++) {
-        int iters = (int)(4e9 / (2.0 * (double)(m * q * nb))) + 1;
-        double t0 = now();
+    for (int syrk = 0; syrk < 2; syrk++)
+        for (int rep = 0; rep < 3; rep++) {
+            double fl1 = syrk ? (double)(q * (q + 1) * nb) : 2.0 * (double)(m * q * nb);
+            int iters = (int)(4e9 / fl1) + 1;
+            double t0 = now();
 #pragma omp parallel num_threads(threads)
-        {
-            double *a = malloc(nb * m * sizeof *a), *u = malloc(nb * q * sizeof *u);
-            double *c = calloc(m * q, sizeof *c);
-            for (size_t j = 0; j < nb * m; j++) a[j] = 1e-3 * (double)(j % 97);
-            for (size_t j = 0; j < nb * q; j++) u[j] = 1e-3 * (double)(j % 89);
-            for (int it = 0; it < iters; it++)
-                cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)m, (int)q, (int)nb, 1.0,
-                            a, (int)m, u, (int)q, 1.0, c, (int)q);
-            free(a);
-            free(u);
-            free(c);
+            {
+                double *a = malloc(nb * m * sizeof *a), *u = malloc(nb * q * sizeof *u);
+                double *c = calloc(m * q, sizeof *c);
+                for (size_t j = 0; j < nb * m; j++) a[j] = 1e-3 * (double)(j % 97);
+                for (size_t j = 0; j < nb * q; j++) u[j] = 1e-3 * (double)(j % 89);
+                for (int it = 0; it < iters; it++)
+                    if (syrk)
+                        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)q, (int)nb, 1.0, u,
+                                    (int)q, 1.0, c, (int)q);
+                    else
+                        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)m, (int)q,
+                                    (int)nb, 1.0, a, (int)m, u, (int)q, 1.0, c, (int)q);
+                free(a);
+                free(u);
+                free(c);
+            }
+            double t = now() - t0;
+            double fl = (double)threads * iters * fl1;
+            if (fl / t > best) best = fl / t;
         }
-        double t = now() - t0;
-        double fl = (double)threads * iters * 2.0 * (double)(m * q * nb);
-        if (fl / t > best) best = fl / t;
-    }
     return best;
 }
 
