@@ -13,7 +13,7 @@
  * (no fused multiply-add: ISO C mode gives GCC -ffp-contract=off, and clang
  * is told the same below), so the vector lanes, the scalar remainder and
  * the SSE2, AVX2 and AVX-512 versions all give the same bits for the same
- * input; a fit is the same on any thread count and any x86-64 machine.
+ * input, whatever the thread count and the x86-64 machine.
  * Each kernel is compiled once per instruction set (VMATH_VERSION below)
  * and the entry points take the widest one the machine runs
  * (moe_isa_best); the _isa entry points let tests/test_vmath.c check the
