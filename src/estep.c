@@ -13,7 +13,6 @@
  */
 #include "moe_impl.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 #include <omp.h>
