@@ -53,6 +53,11 @@ static moe_status check_start(const moe_model *s, const moe_source *src,
     if (s->task == MOE_TASK_CLASSIFICATION && s->n_cls != src->n_classes)
         return INVALID("the model knows %zu classes but the data have %zu", s->n_cls,
                        src->n_classes);
+    /* EM's statistics are those of linear nodes and dense gates. */
+    if (s->enet.n_hidden > 0 || s->gnet.n_hidden > 0 || s->top_k > 0 || s->log_var)
+        return INVALID("online EM continues linear models with dense gates; this one has MLP "
+                       "nodes, top-k gates or input-dependent variances (continue it with the "
+                       "gradient trainer and an initial model instead)");
     return MOE_STATUS_OK;
 }
 

@@ -145,6 +145,18 @@ static void test_update_moves_to_new_regime(void) {
     CHECK(st == MOE_STATUS_INVALID_ARGUMENT && strstr(err.message, "2 input columns"), "%d %s",
           (int)st, err.message);
     moe_model_free(v);
+    v = NULL;
+    /* So is a model EM cannot continue: here, MLP experts fitted by gradient. */
+    moe_grad_params gp = moe_grad_params_default();
+    gp.expert.n_hidden = 1;
+    gp.expert.hidden[0] = 4;
+    gp.epochs = 2;
+    moe_model *mlp = NULL;
+    REQUIRE(moe_train_gradient(&d, &p, &gp, &mlp, &err) == MOE_STATUS_OK, "%s", err.message);
+    st = moe_train_online(&src, &p, &op, mlp, &v, &err);
+    CHECK(st == MOE_STATUS_INVALID_ARGUMENT && v == NULL && strstr(err.message, "MLP"), "%d %s",
+          (int)st, err.message);
+    moe_model_free(mlp);
     moe_model_free(m);
     moe_model_free(u);
     free(x);
