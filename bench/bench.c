@@ -28,8 +28,9 @@
  * = 2): gate logits 2 G gd, expert means 2 K P ed, expert Gram matrices
  * K q(q+1) with q = ed+P (their upper triangles, gram.c; before gram.c the
  * pass ran one GEMM per expert group, 2 K q^2, and this count was that),
- * gate statistics per gate 2 (b-1) gd + gd(gd+1)
- * and, on the Hessian's sample of rows only, n(n+1) + (b-1) gd (gd+1) with
+ * gate gradients per gate 2 (b-1) gd (their Gram matrices are sums of the
+ * experts', estep.c: a few flops per slab, not per row; gd(gd+1) a row
+ * before) and, on the Hessian's sample of rows only, n(n+1) + (b-1) gd (gd+1) with
  * n = (b-1) gd for a full Newton Hessian, or (b-1) gd (gd+1) for the
  * block-diagonal one of gates with n above the Newton limit.
  */
@@ -132,7 +133,7 @@ static double pass_flops(size_t n_rows, size_t D, const moe_tree_shape *t) {
     double f = 2.0 * (double)(K * P * ed) + (double)(K * (ed + P) * (ed + P + 1));
     for (size_t l = 0, w = 1; l < t->n_levels; l++) {
         size_t b = t->branching[l], n = (b - 1) * gd;
-        double per = 2.0 * (double)(b * gd) + 2.0 * (double)((b - 1) * gd) + (double)(gd * (gd + 1));
+        double per = 2.0 * (double)(b * gd) + 2.0 * (double)((b - 1) * gd);
         if (n <= NEWTON_MAX_PARAMS)
             per += hs * ((double)(n * (n + 1)) + (double)((b - 1) * gd * (gd + 1)));
         else

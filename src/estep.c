@@ -67,9 +67,45 @@ static void hess_weight(double *hess, size_t n, const double *w, size_t nb) {
     hess[n * n] += s;
 }
 
+/* Whether the pass takes every gate's Gram sum_i w_i h_ig z_i z_i' as the
+ * sum of its leaves' experts' Gram blocks over z (derive_gate_grams): the
+ * same sum, as a node's posterior is the sum of its leaves' (h_ig = sum of
+ * h_ik over the leaves k under g), when the gates and the experts see the
+ * same standardised inputs and every expert's Gram covers every row (a
+ * dense pass of Gaussian linear experts). It saves the gates' Gram work
+ * per row: gd(gd+1) flops, a square root and a scaled copy of the row. */
+static int gate_grams_derived(const moe_fit *f) {
+    const moe_model *m = f->m;
+    return m->task == MOE_TASK_REGRESSION && f->sp_pass == MOE_PASS_FULL && !f->sparse_k &&
+           m->gnet.n_hidden == 0 && m->enet.n_hidden == 0 && m->top_k == 0 && !m->log_var &&
+           m->gd == m->ed && m->n_gcols == m->n_ecols &&
+           (m->n_gcols == 0 || memcmp(m->gcols, m->ecols, m->n_gcols * sizeof(size_t)) == 0);
+}
+
+/* Add the z-block (rows and columns < gd, upper triangle) of the Gram of
+ * every leaf under node to gg, leaves in order. */
+static void add_leaf_grams(const moe_fit *f, size_t node, const double *st, double *gg) {
+    const moe_model *m = f->m;
+    size_t G = m->n_gates, d = m->gd, q = m->ed + m->n_out;
+    if (node >= G) {
+        const double *gk = st + f->off_eg + (node - G) * q * q;
+        for (size_t a = 0; a < d; a++)
+            for (size_t b = a; b < d; b++) gg[a * d + b] += gk[a * q + b];
+        return;
+    }
+    for (size_t c = 0; c < m->gate_nch[node]; c++)
+        add_leaf_grams(f, f->nd.child0[node] + c, st, gg);
+}
+
+/* A slab's gate Grams from its experts' (gate_grams_derived): summed over
+ * the same rows, in a fixed order, so the thread count does not matter. */
+static void derive_gate_grams(const moe_fit *f, double *st) {
+    for (size_t g = 0; g < f->m->n_gates; g++) add_leaf_grams(f, g, st, st + f->off_ggram[g]);
+}
+
 /* Rows i0 .. i0 + nb - 1 of the view v are the block's rows. */
 static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t i0,
-                             size_t nb, size_t row, int with_hess, double *st) {
+                             size_t nb, size_t row, int with_hess, int derived, double *st) {
     const moe_model *m = f->m;
     size_t K = m->n_leaves, P = m->n_out, C = m->n_cls, ed = m->ed, gd = m->gd;
     size_t NN = f->nd.n_nodes, G = m->n_gates, GR = f->nd.gate_rows;
@@ -170,12 +206,12 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
          * need only the gradient and the Gram, which gram.c sums in the same
          * order, vectorised. */
         double *h = f->off_ghess[g] != SIZE_MAX && with_hess ? st + f->off_ghess[g] : NULL;
+        double *gram = derived ? NULL : st + f->off_ggram[g];
         if (h)
-            moe_softmax_accumulate(nb, nc, gd, b->zg, w, t, nc, pg, GR, st + f->off_ggrad[g],
-                                   st + f->off_ggram[g], h, acc);
+            moe_softmax_accumulate(nb, nc, gd, b->zg, w, t, nc, pg, GR, st + f->off_ggrad[g], gram,
+                                   h, acc);
         else
-            moe_gram_softmax(nb, nc, gd, b->zg, w, t, nc, pg, GR, st + f->off_ggrad[g],
-                             st + f->off_ggram[g], S);
+            moe_gram_softmax(nb, nc, gd, b->zg, w, t, nc, pg, GR, st + f->off_ggrad[g], gram, S);
         if (h) {
             double sw = 0.0; /* the sampled weight, in the slot after the Hessian */
             for (size_t i = 0; i < nb; i++) sw += w[i];
@@ -194,6 +230,7 @@ moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
     size_t lo = f->lay_off;
     size_t rseed0 = src->first_row + f->row_base - lo; /* + q: the row's global index */
     f->io_failed = 0;
+    int derived = gate_grams_derived(f);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(f->n_threads)
     for (size_t s = 0; s < S; s++) {
         int tid = omp_get_thread_num();
@@ -233,9 +270,10 @@ moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
                 moe_block_posterior(f->m, &f->nd, b, nb, v.y ? v.y + i0 * v.ld_y : NULL, v.ld_y,
                                     v.labels ? v.labels + i0 : NULL);
                 if (f->init_mode) init_posteriors(f, b, rseed0 + q, &v, i0, nb);
-                accumulate_block(f, b, &v, i0, nb, q - lo, with_hess, st);
+                accumulate_block(f, b, &v, i0, nb, q - lo, with_hess, derived, st);
             }
         }
+        if (derived) derive_gate_grams(f, st);
     }
     /* Over several processes every slab is gathered on every process (each
      * adds its part to zeros), then all add the slabs in the same order. */

@@ -233,7 +233,8 @@ typedef double gram_v8 __attribute__((vector_size(64)));
             size_t l0 = c0 == 0;                                                                \
             lanes_##SFX(nb, d, 1, 0, z, scratch, l0, nl, grad + (c0 + l0 - 1) * d, d, NULL);    \
         }                                                                                       \
-        /* the Gram: lanes over its columns */                                                  \
+        /* the Gram (unless not wanted): lanes over its columns */                             \
+        if (!gram) return;                                                                      \
         size_t W = (d + V - 1) / V * V;                                                         \
         sqrt_weighted_rows_##SFX(nb, d, W, z, w, scratch);                                      \
         for (size_t b0 = 0; b0 < d; b0 += V)                                                    \

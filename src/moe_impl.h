@@ -420,8 +420,8 @@ size_t moe_softmax_work_size(size_t C, size_t d);
 
 /* Weighted multinomial statistics of one block (added to grad, gram, hess):
  * rows i < nb with design z (nb x d), weights w (nb), targets t (nb x C,
- * each row summing to 1 where w > 0), probabilities p (nb x C, ld_p). hess
- * may be NULL. scratch holds nb * max(C + d, (C - 1) d) doubles. */
+ * each row summing to 1 where w > 0), probabilities p (nb x C, ld_p). gram
+ * and hess may be NULL (not wanted). scratch holds nb * max(C + d, (C - 1) d) doubles. */
 void moe_softmax_accumulate(size_t nb, size_t C, size_t d, const double *z, const double *w,
                             const double *t, size_t ld_t, const double *p, size_t ld_p,
                             double *grad, double *gram, double *hess, double *scratch);
@@ -697,7 +697,8 @@ size_t moe_gram_scratch_size(size_t nb);
  * each sum from 0 in row order by fused multiply-adds, then added (the
  * order of OpenBLAS's kernels, so the bits are theirs). Cost per row:
  * 2 (C - 1) d + d (d + 1) flops, vectorised over the classes and over the
- * Gram's columns. scratch: moe_gram_softmax_scratch_size(nb, d) doubles. */
+ * Gram's columns; gram NULL: the gradient only. scratch:
+ * moe_gram_softmax_scratch_size(nb, d) doubles. */
 void moe_gram_softmax(size_t nb, size_t C, size_t d, const double *z, const double *w,
                       const double *t, size_t ld_t, const double *p, size_t ld_p, double *grad,
                       double *gram, double *scratch);

@@ -55,12 +55,13 @@ void moe_softmax_accumulate(size_t nb, size_t C, size_t d, const double *z, cons
             r[i * F + c - 1] = w[i] * (t[i * ld_t + c] - p[i * ld_p + c]);
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)F, (int)d, (int)nb, 1.0, r, (int)F,
                 z, (int)d, 1.0, grad, (int)d);
-    for (size_t i = 0; i < nb; i++) {
+    for (size_t i = 0; i < nb && gram; i++) {
         double s = sqrt(w[i]);
         for (size_t j = 0; j < d; j++) zs[i * d + j] = s * z[i * d + j];
     }
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)nb, 1.0, zs, (int)d, 1.0, gram,
-                (int)d);
+    if (gram)
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)nb, 1.0, zs, (int)d, 1.0,
+                    gram, (int)d);
     if (!hess) return;
     if (F * d > MOE_NEWTON_MAX_PARAMS) {
         /* Diagonal blocks only: block a += sum_i w_i p_ia (1 - p_ia) z_i z_i'. */
