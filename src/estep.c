@@ -187,11 +187,23 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
         }
     }
 
-    /* Gates: children's conditional posteriors, weighted by the node's. */
+    /* Gates: children's conditional posteriors, weighted by the node's. The
+     * root's posterior is 1 (its children's sum to 1), so its targets are
+     * its children's posteriors as they are, weighted by the case weights,
+     * with no copy. */
     for (size_t g = 0; g < G; g++) {
-        size_t nc = m->gate_nch[g], c0 = f->nd.child0[g];
+        size_t nc = m->gate_nch[g], c0 = f->nd.child0[g], ld_t = nc;
         const double *pg = b->gp + f->nd.grow[g]; /* its probabilities, leading dimension GR */
-        for (size_t i = 0; i < nb; i++) {
+        const double *tg = t, *wg = w;
+        if (g == 0) {
+            tg = b->post + c0;
+            ld_t = NN;
+            if (wt)
+                wg = wt;
+            else
+                for (size_t i = 0; i < nb; i++) w[i] = 1.0;
+        }
+        for (size_t i = 0; i < nb && g > 0; i++) {
             const double *restrict post = b->post + i * NN;
             double *restrict ti = t + i * nc, hg = post[g];
             w[i] = (wt ? wt[i] : 1.0) * hg;
@@ -208,13 +220,14 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
         double *h = f->off_ghess[g] != SIZE_MAX && with_hess ? st + f->off_ghess[g] : NULL;
         double *gram = derived ? NULL : st + f->off_ggram[g];
         if (h)
-            moe_softmax_accumulate(nb, nc, gd, b->zg, w, t, nc, pg, GR, st + f->off_ggrad[g], gram,
-                                   h, acc);
+            moe_softmax_accumulate(nb, nc, gd, b->zg, wg, tg, ld_t, pg, GR, st + f->off_ggrad[g],
+                                   gram, h, acc);
         else
-            moe_gram_softmax(nb, nc, gd, b->zg, w, t, nc, pg, GR, st + f->off_ggrad[g], gram, S);
+            moe_gram_softmax(nb, nc, gd, b->zg, wg, tg, ld_t, pg, GR, st + f->off_ggrad[g], gram,
+                             S);
         if (h) {
             double sw = 0.0; /* the sampled weight, in the slot after the Hessian */
-            for (size_t i = 0; i < nb; i++) sw += w[i];
+            for (size_t i = 0; i < nb; i++) sw += wg[i];
             h[moe_softmax_hess_size(nc, gd)] += sw;
         }
     }

@@ -272,6 +272,16 @@ MOE_ISA_INLINE void standardise(const moe_model *m, size_t nb, const double *x, 
                 a = (a - c) * r;
                 V8_STORE(zi + 1 + j, a);
             }
+            if (n > 8 && j < n) { /* the last 8, overlapping: the same values again */
+                v8d a, c, r;
+                j = n - 8;
+                V8_LOAD(a, xr + j);
+                V8_LOAD(c, mu + j);
+                V8_LOAD(r, inv + j);
+                a = (a - c) * r;
+                V8_STORE(zi + 1 + j, a);
+                j = n;
+            }
             for (; j < n; j++) zi[1 + j] = (xr[j] - mu[j]) * inv[j];
         } else
             for (size_t j = 0; j < n; j++)
