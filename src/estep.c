@@ -155,8 +155,7 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
             for (size_t c = 0; c < P; c++) ui[ed + c] = b->tgt[i * P + c];
         }
         if (sp) {
-            moe_sparse_gram(f, u, wt, nb, spi, sph, sp + MOE_BLOCK_ROWS,
-                            sp + MOE_BLOCK_ROWS * (1 + q), spi + MOE_BLOCK_ROWS * f->sparse_k, st);
+            moe_sparse_gram(f, u, wt, nb, spi, sph, sp, spi + MOE_BLOCK_ROWS * f->sparse_k, st);
         } else {
             moe_gram_accumulate(nb, K, q, u, b->post + G, NN, wt, st + f->off_eg,
                                 st + f->off_esw, S + MOE_BLOCK_ROWS * q);

@@ -525,10 +525,6 @@ struct moe_fit {
 /* Kinds of pass of sparse EM (see sparse_em.c); dense EM's is FULL. */
 enum { MOE_PASS_FULL = 0, MOE_PASS_REFRESH = 1, MOE_PASS_KEPT = 2 };
 
-/* Gram matrices of at most this width are updated pair by pair (rank 1);
- * wider ones by a GEMM per expert over its gathered rows. */
-#define MOE_SPARSE_DIRECT_Q 24
-
 /* Doubles of per-thread scratch sparse EM needs for a model and k. */
 size_t moe_sparse_scratch(const moe_model *m, size_t k);
 
@@ -544,12 +540,12 @@ void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, doub
 
 /* Add the Gaussian experts' Gram matrices (upper triangles) and weights of
  * the kept pairs: u (nb x q) the rows [z, t], pair (i, r) weighted by wt[i]
- * hk[i k + r] for expert kept[i k + r]. Up to MOE_SPARSE_DIRECT_Q a rank-1
- * update per pair; wider, each expert's rows gathered into A and U (nb x q
- * each) for one GEMM (idx: nb k + K + 1 indices of scratch). */
+ * hk[i k + r] for expert kept[i k + r]: the pairs sorted by expert, each
+ * expert's run summed in registers. u needs no padding. sp: the thread's
+ * moe_sparse_scratch() (the work is at its end, past what the callers
+ * use); idx: nb k + K + 1 indices of scratch. */
 void moe_sparse_gram(const moe_fit *f, const double *u, const double *wt, size_t nb,
-                     const size_t *kept, const double *hk, double *A, double *U, size_t *idx,
-                     double *st);
+                     const size_t *kept, const double *hk, double *sp, size_t *idx, double *st);
 
 /* A refresh or kept pass over rows i0 .. i0 + nb - 1 of v (this process's
  * rows row ..): posteriors over the recorded kept leaves, F, and the

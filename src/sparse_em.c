@@ -25,9 +25,11 @@
  */
 #include "moe_impl.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
+#if MOE_ISA_X86
+#include <immintrin.h>
+#endif
 
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF /* every instruction set gives the same bits */
@@ -106,37 +108,124 @@ void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, doub
     }
 }
 
-/* The kept pairs' rank-1 updates of the small Grams, the pairs in the
- * order idx gives (by expert, so one expert's Gram stays in L1, and in row
- * order within an expert): pair e (row e / k) adds w u u' to expert
- * kept[e]'s rows (whole rows of q: at these widths a fixed length
- * vectorises better than the upper triangle's shrinking rows; the M-step
- * reads the upper triangle), and w to its weight. Compiled per instruction
- * set (moe_impl.h): elementwise products and sums only, so every version
- * gives the same bits. */
-MOE_ISA_INLINE void rank1_body(size_t np, const size_t *idx, size_t k, size_t q, const double *u,
-                               const double *wt, const size_t *kept, const double *hk, double *eg,
-                               double *esw) {
-    for (size_t s = 0; s < np; s++) {
-        size_t e = idx[s], i = e / k, j = kept[e];
-        double w = (wt ? wt[i] : 1.0) * hk[e];
-        esw[j] += w;
+/* One tile of a Gram: out[r 8 + l] = sum_s u_s[ar[r]] (w_s u_s[c0 + l])
+ * over a run of n pairs (rows at offsets ro[s] into u, weights w[s]),
+ * r < TR (4, or 8 for AVX-512), l < 8, the sums in registers, each by fused multiply-adds in s
+ * order from 0. One version per instruction set; the baseline x86-64 has
+ * no fused multiply-add (before 2013), so it rounds the product and the
+ * sum apart (libm's fma would be a hundred times slower) and its bits
+ * differ in the last places, as gram.c's do (which says more). */
+typedef double v8d __attribute__((vector_size(64))); /* GCC's vector extension */
+#if defined(FP_FAST_FMA)
+#define TILE_FMA(acc, a, v)                                                                    \
+    for (size_t l_ = 0; l_ < 8; l_++) (acc)[l_] = fma((a), (v)[l_], (acc)[l_])
+#else
+#define TILE_FMA(acc, a, v) (acc) += (a) * (v)
+#endif
+static inline void tile_base(size_t n, const size_t *ro, const double *w, const double *u,
+                             size_t c0, const size_t *ar, double *out) {
+    v8d acc[4] = {{0.0}, {0.0}, {0.0}, {0.0}}, v;
+    for (size_t s = 0; s < n; s++) {
+        const double *us = u + ro[s];
+        memcpy(&v, us + c0, sizeof v);
+        v = w[s] * v;
+        for (size_t r = 0; r < 4; r++) TILE_FMA(acc[r], us[ar[r]], v);
+    }
+    memcpy(out, acc, sizeof acc);
+}
+#if MOE_ISA_X86
+__attribute__((target("avx2,fma"))) static inline void tile_avx2(size_t n, const size_t *ro,
+                                                                 const double *w,
+                                                                 const double *u, size_t c0,
+                                                                 const size_t *ar, double *out) {
+    __m256d acc[8];
+    for (size_t r = 0; r < 8; r++) acc[r] = _mm256_setzero_pd();
+    for (size_t s = 0; s < n; s++) {
+        const double *us = u + ro[s];
+        __m256d ws = _mm256_set1_pd(w[s]);
+        __m256d v0 = _mm256_mul_pd(ws, _mm256_loadu_pd(us + c0));
+        __m256d v1 = _mm256_mul_pd(ws, _mm256_loadu_pd(us + c0 + 4));
+        for (size_t r = 0; r < 4; r++) {
+            __m256d a = _mm256_set1_pd(us[ar[r]]);
+            acc[2 * r] = _mm256_fmadd_pd(a, v0, acc[2 * r]);
+            acc[2 * r + 1] = _mm256_fmadd_pd(a, v1, acc[2 * r + 1]);
+        }
+    }
+    for (size_t r = 0; r < 8; r++) _mm256_storeu_pd(out + 4 * r, acc[r]);
+}
+/* (8 rows: eight independent chains of fused multiply-adds hide their
+ * latency; AVX2's 16 registers hold the 4 rows' 8.) */
+__attribute__((target("avx512f"))) static inline void tile_avx512(size_t n, const size_t *ro,
+                                                                  const double *w,
+                                                                  const double *u, size_t c0,
+                                                                  const size_t *ar, double *out) {
+    __m512d acc[8];
+    for (size_t r = 0; r < 8; r++) acc[r] = _mm512_setzero_pd();
+    for (size_t s = 0; s < n; s++) {
+        const double *us = u + ro[s];
+        __m512d v = _mm512_mul_pd(_mm512_set1_pd(w[s]), _mm512_loadu_pd(us + c0));
+        for (size_t r = 0; r < 8; r++)
+            acc[r] = _mm512_fmadd_pd(_mm512_set1_pd(us[ar[r]]), v, acc[r]);
+    }
+    for (size_t r = 0; r < 8; r++) _mm512_storeu_pd(out + 8 * r, acc[r]);
+}
+#endif
+
+/* The experts' Gram matrices from the kept pairs sorted by expert: for
+ * each expert's run of pairs (row offsets roff into u, weights ws), G +=
+ * sum_s w_s u_s u_s' over tiles of 4 rows by 8 columns of the upper
+ * triangle, each tile's sums held in registers over the whole run (an
+ * expert's run is a few rows of a block, too short for a BLAS call to pay
+ * for itself). Rows of a tile past q repeat row q - 1, and the last column
+ * block is shifted back to end at q, its repeated columns not stored
+ * (q >= 8; narrower Grams take the plain loop). The lower triangle's
+ * entries a tile covers are written too, and never read. Compiled per
+ * instruction set with its tile function. */
+MOE_ISA_INLINE void runs_body(size_t K, size_t q, const size_t *cnt, const size_t *roff,
+                              const double *ws, const double *u, double *eg, size_t tr,
+                              void (*tile)(size_t, const size_t *, const double *,
+                                           const double *, size_t, const size_t *, double *)) {
+    double out[64];
+    for (size_t j = 0, s0 = 0; j < K; s0 = cnt[j], j++) {
+        size_t n = cnt[j] - s0;
+        const size_t *ro = roff + s0;
+        const double *w = ws + s0;
         double *G = eg + j * q * q;
-        const double *ui = u + i * q;
-        for (size_t a = 0; a < q; a++) {
-            double wa = w * ui[a];
-            double *Ga = G + a * q;
-            for (size_t c = 0; c < q; c++) Ga[c] += wa * ui[c];
+        if (n == 0) continue;
+        if (q < 8) {
+            for (size_t s = 0; s < n; s++) {
+                const double *us = u + ro[s];
+                for (size_t a = 0; a < q; a++)
+                    for (size_t c = a; c < q; c++) G[a * q + c] += us[a] * (w[s] * us[c]);
+            }
+            continue;
+        }
+        for (size_t a0 = 0; a0 < q; a0 += tr) {
+            size_t ar[8];
+            for (size_t r = 0; r < tr; r++) ar[r] = a0 + r < q ? a0 + r : q - 1;
+            size_t nr = q - a0 < tr ? q - a0 : tr;
+            for (size_t c = a0 / 8 * 8; c < q; c += 8) {
+                size_t c0 = c + 8 <= q ? c : q - 8;
+                tile(n, ro, w, u, c0, ar, out);
+                double *Gt = G + a0 * q + c0;
+                if (c == c0) { /* whole rows of 8: a vector loop */
+                    for (size_t r = 0; r < nr; r++)
+                        for (size_t l = 0; l < 8; l++) Gt[r * q + l] += out[8 * r + l];
+                } else {
+                    for (size_t r = 0; r < nr; r++)
+                        for (size_t l = c - c0; l < 8; l++) Gt[r * q + l] += out[8 * r + l];
+                }
+            }
         }
     }
 }
-#define RANK1_VERSION(name, attr)                                                               \
-    attr static void rank1_##name(size_t np, const size_t *idx, size_t k, size_t q,            \
-                                  const double *u, const double *wt, const size_t *kept,       \
-                                  const double *hk, double *eg, double *esw) {                 \
-        rank1_body(np, idx, k, q, u, wt, kept, hk, eg, esw);                                    \
+#define RUNS_VERSION(name, attr)                                                                \
+    attr static void runs_##name(size_t K, size_t q, const size_t *cnt, const size_t *roff,     \
+                                 const double *ws, const double *u, double *eg) {               \
+        runs_body(K, q, cnt, roff, ws, u, eg, TR_##name, tile_##name);                                     \
     }
-MOE_ISA_VERSIONS(RANK1_VERSION)
+enum { TR_base = 4, TR_avx2 = 4, TR_avx512 = 8 };
+MOE_ISA_VERSIONS(RUNS_VERSION)
 
 /* Counting sort of the block's nb k (row, leaf) pairs by leaf: idx receives
  * the pairs (row * k + r), rows increasing within a leaf; cnt[j] ends as
@@ -149,38 +238,23 @@ static void sort_pairs(size_t K, size_t nb, size_t k, const size_t *kept, size_t
     for (size_t e = 0; e < nb * k; e++) idx[cnt[kept[e]]++] = e;
 }
 
+static size_t base_scratch(const moe_model *m, size_t k);
+
 void moe_sparse_gram(const moe_fit *f, const double *u, const double *wt, size_t nb,
-                     const size_t *kept, const double *hk, double *A, double *U, size_t *idx,
-                     double *st) {
+                     const size_t *kept, const double *hk, double *sp, size_t *idx, double *st) {
     const moe_model *m = f->m;
     size_t K = m->n_leaves, q = m->ed + m->n_out, k = f->sparse_k;
+    double *ws = sp + base_scratch(m, k);
     size_t *cnt = idx + MOE_BLOCK_ROWS * k;
+    double *esw = st + f->off_esw;
     sort_pairs(K, nb, k, kept, idx, cnt);
-    if (q <= MOE_SPARSE_DIRECT_Q) { /* small Grams: rank-1 updates */
-        MOE_ISA_CALL(moe_isa_best(), rank1, nb * k, idx, k, q, u, wt, kept, hk, st + f->off_eg,
-                     st + f->off_esw);
-        return;
+    for (size_t s = 0; s < nb * k; s++) { /* the pairs' weights, and rows as offsets into u */
+        size_t e = idx[s], i = e / k;
+        ws[s] = (wt ? wt[i] : 1.0) * hk[e];
+        esw[kept[e]] += ws[s];
+        idx[s] = i * q;
     }
-    /* Larger: each expert's rows gathered, one GEMM per expert. */
-    size_t s0 = 0;
-    for (size_t j = 0; j < K; j++) {
-        size_t n = cnt[j] - s0;
-        double sw = 0.0;
-        for (size_t r = 0; r < n; r++) {
-            size_t e = idx[s0 + r], i = e / k;
-            double w = (wt ? wt[i] : 1.0) * hk[e];
-            sw += w;
-            for (size_t c = 0; c < q; c++) {
-                U[r * q + c] = u[i * q + c];
-                A[r * q + c] = w * u[i * q + c];
-            }
-        }
-        if (n > 0)
-            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)q, (int)q, (int)n, 1.0, A,
-                        (int)q, U, (int)q, 1.0, st + f->off_eg + j * q * q, (int)q);
-        st[f->off_esw + j] += sw;
-        s0 = cnt[j];
-    }
+    MOE_ISA_CALL(moe_isa_best(), runs, K, q, cnt, idx, ws, u, st + f->off_eg);
 }
 
 /* Multinomial experts' statistics from the kept pairs, each expert on its
@@ -221,7 +295,7 @@ static void sparse_softmax(const moe_fit *f, const moe_rows *v, size_t i0, const
     }
 }
 
-size_t moe_sparse_scratch(const moe_model *m, size_t k) {
+static size_t base_scratch(const moe_model *m, size_t k) {
     size_t q = m->ed + m->n_out, C = m->n_cls, ed = m->ed;
     size_t F = C > 0 ? C - 1 : 0;
     size_t acc = F + ed > F * ed ? F + ed : F * ed;
@@ -229,6 +303,50 @@ size_t moe_sparse_scratch(const moe_model *m, size_t k) {
     /* lmass or F per row; per pair: h, log joint, leaf index as double-free
      * room; class probabilities of each pair; the rows [z, t]; gathering */
     return MOE_BLOCK_ROWS * (1 + 2 * k + k * C + q + gather);
+}
+
+size_t moe_sparse_scratch(const moe_model *m, size_t k) {
+    return base_scratch(m, k) + MOE_BLOCK_ROWS * k; /* + moe_sparse_gram's weights */
+}
+
+
+/* The block's expert inputs standardised into b->ze (intercept first), as
+ * the gates' pass does, without the gates. */
+static void standardise(const moe_model *m, moe_block *b, size_t nb, const double *x,
+                        size_t ld) {
+    size_t ne = m->n_ecols, ed = m->ed;
+    const size_t *ec = m->ecols;
+    const double *mean = m->x_mean;
+    double *ie = b->inv;
+    int ident = 1; /* the expert inputs are the data's first columns */
+    for (size_t j = 0; j < ne; j++) {
+        ie[j] = 1.0 / m->x_scale[ec[j]];
+        if (ec[j] != j) ident = 0;
+    }
+    for (size_t i = 0; i < nb; i++) {
+        const double *xi = x + i * ld;
+        double *ze = b->ze + i * ed;
+        ze[0] = 1.0;
+        if (ident)
+            for (size_t j = 0; j < ne; j++) ze[1 + j] = (xi[j] - mean[j]) * ie[j];
+        else
+            for (size_t j = 0; j < ne; j++) ze[1 + j] = (xi[ec[j]] - mean[ec[j]]) * ie[j];
+    }
+}
+
+/* c . z over n: four partial sums (a mod 4), added pairwise -- shorter
+ * dependency chains than one running sum, the same bits everywhere. */
+static inline double dot(const double *c, const double *z, size_t n) {
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    size_t a = 0;
+    for (; a + 4 <= n; a += 4) {
+        s0 += c[a] * z[a];
+        s1 += c[a + 1] * z[a + 1];
+        s2 += c[a + 2] * z[a + 2];
+        s3 += c[a + 3] * z[a + 3];
+    }
+    for (; a < n; a++) s0 += c[a] * z[a];
+    return (s0 + s1) + (s2 + s3);
 }
 
 void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t i0, size_t nb,
@@ -254,17 +372,7 @@ void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t 
         moe_block_gates(m, &f->nd, b, nb, x, v->ld_x);
         for (size_t e = 0; e < nb * k; e++) lpr[e] = b->lp[(e / k) * NN + G + kept[e]];
     } else {
-        double *ie = b->inv;
-        for (size_t j = 0; j < m->n_ecols; j++) ie[j] = 1.0 / m->x_scale[m->ecols[j]];
-        for (size_t i = 0; i < nb; i++) {
-            const double *xi = x + i * v->ld_x;
-            double *ze = b->ze + i * ed;
-            ze[0] = 1.0;
-            for (size_t j = 0; j < m->n_ecols; j++) {
-                size_t c = m->ecols[j];
-                ze[1 + j] = (xi[c] - m->x_mean[c]) * ie[j];
-            }
-        }
+        standardise(m, b, nb, x, v->ld_x);
     }
 
     /* The kept experts' log joints (log prior + log density), in lj. */
@@ -289,10 +397,7 @@ void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t 
                 double qf = 0.0, z[64];
                 double *zz = P <= 64 ? z : gat; /* gat is free until the statistics */
                 for (size_t p = 0; p < P; p++) {
-                    const double *c = m->coef + (j * P + p) * ed;
-                    double mu = 0.0;
-                    for (size_t a = 0; a < ed; a++) mu += c[a] * ze[a];
-                    double s = ui[ed + p] - mu;
+                    double s = ui[ed + p] - dot(m->coef + (j * P + p) * ed, ze, ed);
                     for (size_t a = 0; a < p; a++) s -= L[p * P + a] * zz[a];
                     zz[p] = s * (1.0 / L[p * P + p]);
                     qf += zz[p] * zz[p];
@@ -300,12 +405,7 @@ void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t 
                 ld = -0.5 * ((double)P * LOG_2PI + m->logdet[j] + qf);
             } else {
                 double *pc = pk + (i * k + r) * C;
-                for (size_t c = 0; c < C; c++) {
-                    const double *cf = m->coef + (j * C + c) * ed;
-                    double s = 0.0;
-                    for (size_t a = 0; a < ed; a++) s += cf[a] * ze[a];
-                    pc[c] = s;
-                }
+                for (size_t c = 0; c < C; c++) pc[c] = dot(m->coef + (j * C + c) * ed, ze, ed);
                 moe_log_softmax(pc, C);
                 ld = pc[(size_t)v->labels[i0 + i]];
             }
@@ -358,7 +458,7 @@ void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t 
     st[4] += wsum;
 
     if (m->task == MOE_TASK_REGRESSION)
-        moe_sparse_gram(f, u, wt, nb, kept, hk, gat, gat + MOE_BLOCK_ROWS * q, idx, st);
+        moe_sparse_gram(f, u, wt, nb, kept, hk, sp, idx, st);
     else
         sparse_softmax(f, v, i0, b->ze, nb, kept, hk, pk, with_hess, gat, idx, st);
 }
