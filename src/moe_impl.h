@@ -547,6 +547,16 @@ void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, doub
 void moe_sparse_gram(const moe_fit *f, const double *u, const double *wt, size_t nb,
                      const size_t *kept, const double *hk, double *sp, size_t *idx, double *st);
 
+/* moe_sparse_gram's kernel on a given instruction set (-1 when this
+ * machine lacks it): for each expert j < K, the pairs cnt[j-1] .. cnt[j]
+ * - 1 (cnt[-1] = 0), pair s the row at u + roff[s] (q doubles) with
+ * weight ws[s], each entry a <= c of G_j = eg + j q q gets
+ * sum_s u_sa (ws[s] u_sc), summed from 0 in pair order by fused
+ * multiply-adds where moe_gram_fused(isa) says so, then added. Entries
+ * below the diagonal may be written too. */
+int moe_sparse_runs_isa(int isa, size_t K, size_t q, const size_t *cnt, const size_t *roff,
+                        const double *ws, const double *u, double *eg);
+
 /* A refresh or kept pass over rows i0 .. i0 + nb - 1 of v (this process's
  * rows row ..): posteriors over the recorded kept leaves, F, and the
  * experts' statistics into st (the gates' stay zero). */

@@ -182,7 +182,7 @@ __attribute__((target("avx512f"))) static inline void tile_avx512(size_t n, cons
  * entries a tile covers are written too, and never read. Compiled per
  * instruction set with its tile function. */
 MOE_ISA_INLINE void runs_body(size_t K, size_t q, const size_t *cnt, const size_t *roff,
-                              const double *ws, const double *u, double *eg, size_t tr,
+                              const double *ws, const double *u, double *eg, size_t tr, int fused,
                               void (*tile)(size_t, const size_t *, const double *,
                                            const double *, size_t, const size_t *, double *)) {
     double out[64];
@@ -192,12 +192,16 @@ MOE_ISA_INLINE void runs_body(size_t K, size_t q, const size_t *cnt, const size_
         const double *w = ws + s0;
         double *G = eg + j * q * q;
         if (n == 0) continue;
-        if (q < 8) {
-            for (size_t s = 0; s < n; s++) {
-                const double *us = u + ro[s];
-                for (size_t a = 0; a < q; a++)
-                    for (size_t c = a; c < q; c++) G[a * q + c] += us[a] * (w[s] * us[c]);
-            }
+        if (q < 8) { /* each entry's sum as a tile forms it */
+            for (size_t a = 0; a < q; a++)
+                for (size_t c = a; c < q; c++) {
+                    double acc = 0.0;
+                    for (size_t s = 0; s < n; s++) {
+                        double ua = u[ro[s] + a], v = w[s] * u[ro[s] + c];
+                        acc = fused ? fma(ua, v, acc) : acc + ua * v;
+                    }
+                    G[a * q + c] += acc;
+                }
             continue;
         }
         for (size_t a0 = 0; a0 < q; a0 += tr) {
@@ -222,10 +226,22 @@ MOE_ISA_INLINE void runs_body(size_t K, size_t q, const size_t *cnt, const size_
 #define RUNS_VERSION(name, attr)                                                                \
     attr static void runs_##name(size_t K, size_t q, const size_t *cnt, const size_t *roff,     \
                                  const double *ws, const double *u, double *eg) {               \
-        runs_body(K, q, cnt, roff, ws, u, eg, TR_##name, tile_##name);                                     \
+        runs_body(K, q, cnt, roff, ws, u, eg, TR_##name, FUSED_##name, tile_##name);                                     \
     }
 enum { TR_base = 4, TR_avx2 = 4, TR_avx512 = 8 };
+#if defined(FP_FAST_FMA)
+enum { FUSED_base = 1, FUSED_avx2 = 1, FUSED_avx512 = 1 };
+#else
+enum { FUSED_base = 0, FUSED_avx2 = 1, FUSED_avx512 = 1 };
+#endif
 MOE_ISA_VERSIONS(RUNS_VERSION)
+
+int moe_sparse_runs_isa(int isa, size_t K, size_t q, const size_t *cnt, const size_t *roff,
+                        const double *ws, const double *u, double *eg) {
+    if (!moe_isa_has(isa)) return -1;
+    MOE_ISA_CALL(isa, runs, K, q, cnt, roff, ws, u, eg);
+    return 0;
+}
 
 /* Counting sort of the block's nb k (row, leaf) pairs by leaf: idx receives
  * the pairs (row * k + r), rows increasing within a leaf; cnt[j] ends as
@@ -254,7 +270,7 @@ void moe_sparse_gram(const moe_fit *f, const double *u, const double *wt, size_t
         esw[kept[e]] += ws[s];
         idx[s] = i * q;
     }
-    MOE_ISA_CALL(moe_isa_best(), runs, K, q, cnt, idx, ws, u, st + f->off_eg);
+    moe_sparse_runs_isa(moe_isa_best(), K, q, cnt, idx, ws, u, st + f->off_eg);
 }
 
 /* Multinomial experts' statistics from the kept pairs, each expert on its
