@@ -554,6 +554,14 @@ void moe_sparse_gram(const moe_fit *f, const double *u, const double *wt, size_t
  * sum_s u_sa (ws[s] u_sc), summed from 0 in pair order by fused
  * multiply-adds where moe_gram_fused(isa) says so, then added. Entries
  * below the diagonal may be written too. */
+/* moe_sparse_keep's choice on a given instruction set (-1 when this
+ * machine lacks it): the k largest of h[0 .. K-1] (k <= K; posteriors:
+ * numbers >= 0, NaN or -inf) into top, largest first, ties to the lower
+ * index, NaNs and -inf never; vals[r] =
+ * h[top[r]]. The chosen entries of h become -inf. Returns how many it
+ * chose (fewer than k when the rest are NaN or -inf). */
+int moe_sparse_topk_isa(int isa, double *h, size_t K, size_t k, size_t *top, double *vals);
+
 int moe_sparse_runs_isa(int isa, size_t K, size_t q, const size_t *cnt, const size_t *roff,
                         const double *ws, const double *u, double *eg);
 

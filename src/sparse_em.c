@@ -44,38 +44,90 @@ static size_t parent(const moe_fit *f, size_t c) {
     return g;
 }
 
+typedef double v8d __attribute__((vector_size(64))); /* GCC's vector extension */
+typedef int64_t v8l __attribute__((vector_size(64)));
+
+/* The row's k largest of h[0 .. K-1] into top, largest first, ties to the
+ * lower index (NaNs never chosen; when fewer than k are numbers, the
+ * first unchosen leaves fill the rest): k rounds of a vectorised argmax
+ * (each lane keeps its largest value and that value's first index, in
+ * two interleaved chains; a NaN never replaces the running max), each
+ * chosen leaf then set to -inf (h is overwritten afterwards); vals[r]
+ * receives h[top[r]]. Compares only: the same on every instruction set.
+ * Returns how many were numbers. */
+#define ARGMAX_STEP(m, ix, a, jv)                                                               \
+    do {                                                                                        \
+        v8l gt_ = (v8l)((a) > (m));                                                             \
+        (m) = (v8d)(((v8l)(a) & gt_) | ((v8l)(m) & ~gt_));                                      \
+        (ix) = ((jv) & gt_) | ((ix) & ~gt_);                                                    \
+    } while (0)
+MOE_ISA_INLINE size_t topk_body(double *h, size_t K, size_t k, size_t *top, double *vals) {
+    const v8l lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    size_t n = 0;
+    for (; n < k; n++) {
+        v8d m0 = {-1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0}, m1 = m0, a;
+        v8l i0 = lane, i1 = lane;
+        size_t j = 0;
+        for (; j + 16 <= K; j += 16) {
+            memcpy(&a, h + j, sizeof a);
+            ARGMAX_STEP(m0, i0, a, lane + (int64_t)j);
+            memcpy(&a, h + j + 8, sizeof a);
+            ARGMAX_STEP(m1, i1, a, lane + (int64_t)(j + 8));
+        }
+        double best = -1.0;
+        size_t bi = K;
+        for (size_t l = 0; l < 8; l++) { /* the lanes' winners, then the rest */
+            if (m0[l] > best || (m0[l] == best && (size_t)i0[l] < bi)) {
+                best = m0[l];
+                bi = (size_t)i0[l];
+            }
+            if (m1[l] > best || (m1[l] == best && (size_t)i1[l] < bi)) {
+                best = m1[l];
+                bi = (size_t)i1[l];
+            }
+        }
+        for (; j < K; j++)
+            if (h[j] > best) {
+                best = h[j];
+                bi = j;
+            }
+        if (!(best > -1.0)) break; /* only NaNs (or -inf) left */
+        top[n] = bi;
+        vals[n] = best;
+        h[bi] = -INFINITY;
+    }
+    return n;
+}
+#define TOPK_VERSION(name, attr)                                                                    attr static size_t topk_##name(double *h, size_t K, size_t k, size_t *top, double *vals) {          return topk_body(h, K, k, top, vals);                                                       }
+MOE_ISA_VERSIONS(TOPK_VERSION)
+
+int moe_sparse_topk_isa(int isa, double *h, size_t K, size_t k, size_t *top, double *vals) {
+    if (!moe_isa_has(isa)) return -1;
+    return (int)MOE_ISA_CALL(isa, topk, h, K, k, top, vals);
+}
+
 void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, double *lmass,
                      size_t *kept, double *hk) {
     const moe_model *m = f->m;
     size_t K = m->n_leaves, NN = f->nd.n_nodes, G = m->n_gates, k = f->sparse_k;
     double *lh = b->ld, *ms = b->ld + nb * k; /* free after the posteriors (K > k) */
+    int isa = moe_isa_best();
     for (size_t i = 0; i < nb; i++) {
-        double *post = b->post + i * NN, *h = post + G;
-        size_t *top = kept + i * k, n = 0;
-        /* One scan of the K posteriors with a sorted list of the k best so
-         * far (ties to the lower index); thr is the k-th best once there are
-         * k, so most leaves cost one compare. */
-        double thr = -1.0;
-        for (size_t j = 0; j < K; j++) {
-            double v = h[j];
-            if (!(v > thr)) continue;
-            size_t r = n < k ? n++ : k - 1; /* insert, keeping the order */
-            while (r > 0 && v > h[top[r - 1]]) {
-                top[r] = top[r - 1];
-                r--;
-            }
-            top[r] = j;
-            if (n == k) thr = h[top[k - 1]];
-        }
+        double *post = b->post + i * NN, *h = post + G, *val = hk + i * k;
+        size_t *top = kept + i * k;
+        size_t n = (size_t)moe_sparse_topk_isa(isa, h, K, k, top, val);
         for (size_t j = 0; n < k && j < K; j++) { /* NaN posteriors: any leaves */
             size_t r = 0;
             while (r < n && top[r] != j) r++;
-            if (r == n) top[n++] = j;
+            if (r == n) {
+                val[n] = h[j];
+                top[n++] = j;
+            }
         }
         double mass = 0.0;
-        for (size_t r = 0; r < k; r++) mass += h[top[r]];
+        for (size_t r = 0; r < k; r++) mass += val[r];
         double inv = mass > 0.0 ? 1.0 / mass : 0.0;
-        for (size_t r = 0; r < k; r++) hk[i * k + r] = h[top[r]] * inv;
+        for (size_t r = 0; r < k; r++) val[r] *= inv;
         memset(h, 0, K * sizeof(double));
         for (size_t r = 0; r < k; r++) h[top[r]] = hk[i * k + r];
         /* The gates' posteriors: the kept leaves' sums along their paths
@@ -115,7 +167,6 @@ void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, doub
  * no fused multiply-add (before 2013), so it rounds the product and the
  * sum apart (libm's fma would be a hundred times slower) and its bits
  * differ in the last places, as gram.c's do (which says more). */
-typedef double v8d __attribute__((vector_size(64))); /* GCC's vector extension */
 #if defined(FP_FAST_FMA)
 #define TILE_FMA(acc, a, v)                                                                    \
     for (size_t l_ = 0; l_ < 8; l_++) (acc)[l_] = fma((a), (v)[l_], (acc)[l_])

@@ -1,6 +1,13 @@
 /*
- * test_sparse_runs.c -- sparse EM's Gram kernel (moe_sparse_runs_isa in
- * sparse_em.c) against a plain loop summing the same products in the same
+ * test_sparse_kernels.c -- sparse EM's kernels (sparse_em.c), each
+ * instruction-set version this machine runs.
+ *
+ * The choice of each row's k largest posteriors (moe_sparse_topk_isa)
+ * against a plain selection: largest first, ties to the lower index, NaN
+ * never chosen, over lengths around the vector widths, with ties, zeros,
+ * NaNs and -inf.
+ *
+ * The Gram kernel (moe_sparse_runs_isa) against a plain loop summing the same products in the same
  * order: for each expert's run of pairs, entry (a, c), a <= c, of its Gram
  * gets sum_s u_sa (w_s u_sc) from 0 in pair order (fused multiply-adds
  * where the version fuses), then added to the start. The same bits from
@@ -92,7 +99,62 @@ static void test_runs_versions(void) {
     free(Gc);
 }
 
+/* The definition: k rounds of "the first index of the largest number not
+ * chosen yet" (-1 on none). */
+static size_t topk_ref(const double *h, size_t K, size_t k, size_t *top) {
+    size_t n = 0;
+    for (; n < k; n++) {
+        size_t bi = K;
+        for (size_t j = 0; j < K; j++) {
+            int taken = 0;
+            for (size_t r = 0; r < n; r++) taken |= top[r] == j;
+            if (!taken && h[j] > -INFINITY && h[j] == h[j] && (bi == K || h[j] > h[bi])) bi = j;
+        }
+        if (bi == K) break;
+        top[n] = bi;
+    }
+    return n;
+}
+
+static void test_topk_versions(void) {
+    static const size_t Ks[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 100};
+    double h[100], hc[100], vals[100];
+    size_t top[100], ref[100];
+    moe_rng r;
+    moe_rng_seed(&r, 7);
+    size_t cases = 0;
+    for (size_t ik = 0; ik < sizeof Ks / sizeof Ks[0]; ik++)
+        for (int kind = 0; kind < 5; kind++)
+            for (size_t k = 1; k <= Ks[ik] && k <= 5; k++) {
+                size_t K = Ks[ik];
+                for (size_t j = 0; j < K; j++) {
+                    double u = moe_rng_uniform(&r);
+                    /* kind 0 distinct, 1 few distinct values (ties), 2 zeros and
+                     * NaNs, 3 all NaN but one, 4 -inf and ties */
+                    h[j] = kind == 0 ? u : kind == 1 ? (double)(moe_rng_next(&r) % 3) / 4.0
+                         : kind == 2 ? (u < 0.3 ? NAN : u < 0.6 ? 0.0 : u)
+                         : kind == 3 ? (j == K / 2 ? u : NAN)
+                                     : (u < 0.5 ? -INFINITY : 0.5);
+                }
+                size_t nr = topk_ref(h, K, k, ref);
+                for (int isa = MOE_ISA_BASE; isa <= MOE_ISA_AVX512; isa++) {
+                    memcpy(hc, h, K * sizeof *h);
+                    int n = moe_sparse_topk_isa(isa, hc, K, k, top, vals);
+                    if (n < 0) continue;
+                    int ok = (size_t)n == nr;
+                    for (size_t t = 0; ok && t < nr; t++)
+                        ok = top[t] == ref[t] && memcmp(&vals[t], &h[ref[t]], sizeof vals[t]) == 0;
+                    CHECK(ok, "isa %d K %zu k %zu kind %d: chose %d leaves, the first %zu, "
+                              "against %zu, %zu", isa, K, k, kind, n, n > 0 ? top[0] : K, nr,
+                          nr > 0 ? ref[0] : K);
+                    cases++;
+                }
+            }
+    printf("  %zu version cases\n", cases);
+}
+
 int main(void) {
+    RUN(test_topk_versions);
     RUN(test_runs_versions);
     return check_finish();
 }
