@@ -377,11 +377,11 @@ size_t moe_sparse_scratch(const moe_model *m, size_t k) {
 }
 
 
-/* The block's expert inputs standardised into b->ze (intercept first), as
- * the gates' pass does, without the gates. */
+/* The block's expert inputs standardised (intercept first) into the rows
+ * of dst, stride ds, as the gates' pass does, without the gates. */
 static void standardise(const moe_model *m, moe_block *b, size_t nb, const double *x,
-                        size_t ld) {
-    size_t ne = m->n_ecols, ed = m->ed;
+                        size_t ld, double *dst, size_t ds) {
+    size_t ne = m->n_ecols;
     const size_t *ec = m->ecols;
     const double *mean = m->x_mean;
     double *ie = b->inv;
@@ -392,7 +392,7 @@ static void standardise(const moe_model *m, moe_block *b, size_t nb, const doubl
     }
     for (size_t i = 0; i < nb; i++) {
         const double *xi = x + i * ld;
-        double *ze = b->ze + i * ed;
+        double *ze = dst + i * ds;
         ze[0] = 1.0;
         if (ident)
             for (size_t j = 0; j < ne; j++) ze[1 + j] = (xi[j] - mean[j]) * ie[j];
@@ -439,17 +439,22 @@ void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t 
         moe_block_gates(m, &f->nd, b, nb, x, v->ld_x);
         for (size_t e = 0; e < nb * k; e++) lpr[e] = b->lp[(e / k) * NN + G + kept[e]];
     } else {
-        standardise(m, b, nb, x, v->ld_x);
+        /* (Gaussian experts: straight into the rows [z, t] of u) */
+        if (m->task == MOE_TASK_REGRESSION)
+            standardise(m, b, nb, x, v->ld_x, u, q);
+        else
+            standardise(m, b, nb, x, v->ld_x, b->ze, ed);
     }
 
     /* The kept experts' log joints (log prior + log density), in lj. */
     double iy[64];
     for (size_t p = 0; p < P && p < 64; p++) iy[p] = 1.0 / m->y_scale[p];
     double *mxr = sp; /* the rows' largest log joint, then F */
+    int in_u = m->task == MOE_TASK_REGRESSION && f->sp_pass != MOE_PASS_REFRESH;
     for (size_t i = 0; i < nb; i++) {
-        const double *ze = b->ze + i * ed;
         double *ui = u + i * q;
-        memcpy(ui, ze, ed * sizeof(double));
+        const double *ze = in_u ? ui : b->ze + i * ed;
+        if (!in_u) memcpy(ui, ze, ed * sizeof(double));
         for (size_t p = 0; p < P; p++) {
             double yp = v->y[(i0 + i) * v->ld_y + p] - m->y_mean[p];
             ui[ed + p] = p < 64 ? yp * iy[p] : yp / m->y_scale[p];
