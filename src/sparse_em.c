@@ -98,7 +98,10 @@ MOE_ISA_INLINE size_t topk_body(double *h, size_t K, size_t k, size_t *top, doub
     }
     return n;
 }
-#define TOPK_VERSION(name, attr)                                                                    attr static size_t topk_##name(double *h, size_t K, size_t k, size_t *top, double *vals) {          return topk_body(h, K, k, top, vals);                                                       }
+#define TOPK_VERSION(name, attr)                                                                \
+    attr static size_t topk_##name(double *h, size_t K, size_t k, size_t *top, double *vals) {  \
+        return topk_body(h, K, k, top, vals);                                                   \
+    }
 MOE_ISA_VERSIONS(TOPK_VERSION)
 
 int moe_sparse_topk_isa(int isa, double *h, size_t K, size_t k, size_t *top, double *vals) {
@@ -162,8 +165,9 @@ void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, doub
 
 /* One tile of a Gram: out[r 8 + l] = sum_s u_s[ar[r]] (w_s u_s[c0 + l])
  * over a run of n pairs (rows at offsets ro[s] into u, weights w[s]),
- * r < TR (4, or 8 for AVX-512), l < 8, the sums in registers, each by fused multiply-adds in s
- * order from 0. One version per instruction set; the baseline x86-64 has
+ * r < TR (4, or 8 for AVX-512), l < 8, the sums in registers, each by
+ * fused multiply-adds in s order from 0. One version per instruction set;
+ * the baseline x86-64 has
  * no fused multiply-add (before 2013), so it rounds the product and the
  * sum apart (libm's fma would be a hundred times slower) and its bits
  * differ in the last places, as gram.c's do (which says more). */
@@ -277,7 +281,7 @@ MOE_ISA_INLINE void runs_body(size_t K, size_t q, const size_t *cnt, const size_
 #define RUNS_VERSION(name, attr)                                                                \
     attr static void runs_##name(size_t K, size_t q, const size_t *cnt, const size_t *roff,     \
                                  const double *ws, const double *u, double *eg) {               \
-        runs_body(K, q, cnt, roff, ws, u, eg, TR_##name, FUSED_##name, tile_##name);                                     \
+        runs_body(K, q, cnt, roff, ws, u, eg, TR_##name, FUSED_##name, tile_##name);          \
     }
 enum { TR_base = 4, TR_avx2 = 4, TR_avx512 = 8 };
 #if defined(FP_FAST_FMA)

@@ -62,7 +62,8 @@ static void test_runs_versions(void) {
                 /* runs of random lengths (some empty), rows at random */
                 size_t s = 0;
                 for (size_t j = 0; j < K; j++) {
-                    size_t len = j + 1 == K ? np - s : (size_t)(moe_rng_next(&r) % (2 * np / K + 1));
+                    size_t len =
+                        j + 1 == K ? np - s : (size_t)(moe_rng_next(&r) % (2 * np / K + 1));
                     if (s + len > np) len = np - s;
                     s += len;
                     cnt[j] = s;
