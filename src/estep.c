@@ -124,23 +124,28 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
     size_t *spi = sp ? f->sp_idx + (size_t)(b - f->blocks) * f->sp_istride : NULL;
     double *sph = sp ? sp + MOE_BLOCK_ROWS * (1 + 2 * (ed + P)) : NULL; /* kept posteriors */
     if (sp) moe_sparse_keep(f, b, nb, row, sp, spi, sph); /* sparse_em.c */
-    double ll = 0.0, ent = 0.0, obj = 0.0;
+    double ll = 0.0, ent = 0.0, obj = 0.0, sw = st[4]; /* sw in a register, not in st */
     for (size_t i = 0; i < nb; i++) {
         double wi = wt ? wt[i] : 1.0;
-        st[4] += wi;
+        sw += wi;
         if (wi == 0.0) continue;
         ll += wi * b->ll[i];
         ent += wi * b->ent[i];
         if (sp) obj += wi * (b->ll[i] + sp[i]);
     }
+    st[4] = sw;
     st[0] += sp ? obj : ll;
     st[1] += ent;
     st[3] += ll;
 
     /* Gaussian experts: the Gram matrices of u = [z, t] weighted by w h_k,
      * the experts as vector lanes (gram.c: K q(q+1) flops per row); their
-     * intercept entries are the experts' weight sums. */
-    if (m->task == MOE_TASK_REGRESSION) {
+     * intercept entries are the experts' weight sums. With one target the
+     * kernel reads z and t where they are; else from copies of the rows. */
+    int direct = m->task == MOE_TASK_REGRESSION && !sp && P == 1 &&
+                 moe_gram_accumulate_zt(nb, K, ed, b->ze, b->tgt, b->post + G, NN, wt,
+                                        st + f->off_eg, st + f->off_esw, S) == 0;
+    if (m->task == MOE_TASK_REGRESSION && !direct) { /* copies of the rows u = [z, t] */
         size_t q = ed + P;
         double *u = S;
         for (size_t i = 0; i < nb; i++) { /* the design in 8-double moves, the last overlapping */

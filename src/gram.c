@@ -26,7 +26,9 @@
  * rows; each tile is added to G once per block. (Two rows per tile, each
  * broadcast u_ib serving both, measured slower on AMD Zen 4: 45 against
  * 35 ns per row at K = 8, q = 12.) Scratch: nb V doubles (one lane
- * group's weighted posteriors, row by row).
+ * group's weighted posteriors, row by row). With one target and a row
+ * that fits one tile, the design z and the target t are read where they
+ * are (moe_gram_accumulate_zt, the same sums), not from copies [z, t].
  *
  * Determinism: every entry of every tile is acc <- fma(a_i, u_ib, acc) from
  * 0 in row order, a_i = (w_i h_ik) u_ia rounded, then added to G -- the
@@ -171,6 +173,32 @@ typedef double gram_v8 __attribute__((vector_size(64)));
         }                                                                                       \
     }                                                                                           \
                                                                                                 \
+    /* tile's row a of the experts' Grams when u = [z, t] is given as z     \
+     * (nb x ed) and t (nb, one target): the n = ed + 1 - a columns a .. ed, \
+     * the last from t; the same products and sums as tile's. */             \
+    ATTR static inline __attribute__((always_inline)) void ztile_##SFX(                         \
+        size_t nb, size_t ed, const double *z, const double *t, const double *hw, size_t a,     \
+        size_t nl, double *G, double *sw, int n) {                                              \
+        VT acc[C];                                                                              \
+        for (int c = 0; c < n; c++) acc[c] = (VT){0};                                           \
+        const double *ub = z + a;                                                               \
+        for (size_t i = 0; i < nb; i++, ub += ed) {                                             \
+            VT h;                                                                               \
+            memcpy(&h, hw + i * V, sizeof h);                                                   \
+            h *= a < ed ? ub[0] : t[i];                                                         \
+            for (int c = 0; c < n - 1; c++) acc[c] = FMA(acc[c], h, ub[c]);                     \
+            acc[n - 1] = FMA(acc[n - 1], h, t[i]);                                              \
+        }                                                                                       \
+        size_t q = ed + 1;                                                                      \
+        double *g = G + a * q + a, s[V];                                                        \
+        for (int c = 0; c < n; c++) {                                                           \
+            memcpy(s, &acc[c], sizeof s);                                                       \
+            for (size_t l = 0; l < nl; l++) g[l * q * q + c] += s[l];                           \
+            if (sw && c == 0 && a == 0)                                                         \
+                for (size_t l = 0; l < nl; l++) sw[l] += s[l];                                  \
+        }                                                                                       \
+    }                                                                                           \
+                                                                                                \
     ATTR static inline __attribute__((always_inline)) void wtile_##SFX(                         \
         size_t nb, size_t W, const double *zs, size_t a0, size_t b0, size_t d, double *G,       \
         int n) {                                                                                \
@@ -218,6 +246,21 @@ typedef double gram_v8 __attribute__((vector_size(64)));
             size_t nl = K - k0 < V ? K - k0 : V;                                                \
             weighted_lanes_##SFX(nb, nl, h + k0, ldh, w, hw);                                   \
             lanes_##SFX(nb, q, q, 1, u, hw, 0, nl, G + k0 * q * q, q * q, sw ? sw + k0 : NULL); \
+        }                                                                                       \
+    }                                                                                           \
+                                                                                                \
+    /* gram_'s sums with u = [z, t] from z and t (one target, ed + 1 <= C). */ \
+    ATTR static void gram_zt_##SFX(size_t nb, size_t K, size_t ed, const double *z,             \
+                                   const double *t, const double *h, size_t ldh,                \
+                                   const double *w, double *G, double *sw, double *hw) {        \
+        size_t q = ed + 1;                                                                      \
+        for (size_t k0 = 0; k0 < K; k0 += V) {                                                  \
+            size_t nl = K - k0 < V ? K - k0 : V;                                                \
+            double *Gk = G + k0 * q * q, *swk = sw ? sw + k0 : NULL;                            \
+            weighted_lanes_##SFX(nb, nl, h + k0, ldh, w, hw);                                   \
+            for (size_t a = 0; a < q; a++) {                                                    \
+                switch (q - a) { GRAM_CASES_##C(ztile_##SFX, nb, ed, z, t, hw, a, nl, Gk, swk) } \
+            }                                                                                   \
         }                                                                                       \
     }                                                                                           \
                                                                                                 \
@@ -290,6 +333,21 @@ int moe_gram_accumulate_isa(int isa, size_t nb, size_t K, size_t q, const double
 void moe_gram_accumulate(size_t nb, size_t K, size_t q, const double *u, const double *h,
                          size_t ldh, const double *w, double *G, double *sw, double *scratch) {
     moe_gram_accumulate_isa(moe_isa_best(), nb, K, q, u, h, ldh, w, G, sw, scratch);
+}
+
+int moe_gram_accumulate_zt_isa(int isa, size_t nb, size_t K, size_t ed, const double *z,
+                               const double *t, const double *h, size_t ldh, const double *w,
+                               double *G, double *sw, double *scratch) {
+    if (!moe_isa_has(isa) || ed + 1 > (isa == MOE_ISA_AVX512 ? 24u : 12u)) return -1;
+    MOE_ISA_CALL(isa, gram_zt, nb, K, ed, z, t, h, ldh, w, G, sw, scratch);
+    return 0;
+}
+
+int moe_gram_accumulate_zt(size_t nb, size_t K, size_t ed, const double *z, const double *t,
+                           const double *h, size_t ldh, const double *w, double *G, double *sw,
+                           double *scratch) {
+    return moe_gram_accumulate_zt_isa(moe_isa_best(), nb, K, ed, z, t, h, ldh, w, G, sw,
+                                      scratch);
 }
 
 int moe_gram_softmax_isa(int isa, size_t nb, size_t C, size_t d, const double *z, const double *w,

@@ -702,6 +702,13 @@ int moe_gemm_nt_isa(int isa, size_t m, size_t n, size_t k, const double *A, size
 void moe_gram_accumulate(size_t nb, size_t K, size_t q, const double *u, const double *h,
                          size_t ldh, const double *w, double *G, double *sw, double *scratch);
 size_t moe_gram_scratch_size(size_t nb);
+/* The same sums, bit for bit, with u = [z, t] given as z (nb x ed) and one
+ * target t (nb), q = ed + 1, without copying them into u. Returns 0, or -1
+ * (nothing done) when the rows are too wide for its kernel (ed + 1 > 24
+ * with AVX-512, 12 otherwise). */
+int moe_gram_accumulate_zt(size_t nb, size_t K, size_t ed, const double *z, const double *t,
+                           const double *h, size_t ldh, const double *w, double *G, double *sw,
+                           double *scratch);
 
 /* The gradient and Gram of a weighted multinomial log-likelihood over one
  * block, as moe_softmax_accumulate computes them (without the Hessian) and
@@ -725,6 +732,9 @@ int moe_gram_fused(int isa);
 int moe_gram_accumulate_isa(int isa, size_t nb, size_t K, size_t q, const double *u,
                             const double *h, size_t ldh, const double *w, double *G, double *sw,
                             double *scratch);
+int moe_gram_accumulate_zt_isa(int isa, size_t nb, size_t K, size_t ed, const double *z,
+                               const double *t, const double *h, size_t ldh, const double *w,
+                               double *G, double *sw, double *scratch);
 int moe_gram_softmax_isa(int isa, size_t nb, size_t C, size_t d, const double *z, const double *w,
                          const double *t, size_t ld_t, const double *p, size_t ld_p, double *grad,
                          double *gram, double *scratch);

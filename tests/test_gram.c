@@ -4,7 +4,8 @@
  * every instruction-set version this machine runs, for lane counts that
  * fill or leave lanes idle, widths around the tile sizes, short blocks,
  * unit and case weights; lower triangles untouched, and the weight sums
- * equal to the intercept entries. The same for the softmax statistics
+ * equal to the intercept entries; the same sums from the design and the
+ * target apart (moe_gram_accumulate_zt). The same for the softmax statistics
  * (gradient and Gram), which must also agree with moe_softmax_accumulate's.
  */
 #include "check.h"
@@ -42,6 +43,7 @@ static void test_gram_versions(void) {
     const size_t Kmax = 32, qmax = 52, ldh = Kmax + 3, gmax = Kmax * qmax * qmax;
     double *u = malloc(NB * qmax * sizeof *u), *h = malloc(NB * ldh * sizeof *h);
     double *w = malloc(NB * sizeof *w), *scr = malloc(moe_gram_scratch_size(NB) * sizeof *scr);
+    double *z = malloc(NB * qmax * sizeof *z), *t = malloc(NB * sizeof *t);
     /* the start, the two references (plain, fused) and a version's result */
     double *G0 = malloc(gmax * sizeof *G0), *Gr[2], *Gc = malloc(gmax * sizeof *Gc);
     double sw0[32], swr[2][32], swc[32];
@@ -49,7 +51,7 @@ static void test_gram_versions(void) {
     Gr[1] = malloc(gmax * sizeof *G0);
     moe_rng r;
     moe_rng_seed(&r, 20261130);
-    size_t cases = 0, versions = 0;
+    size_t cases = 0, versions = 0, zt_runs = 0;
     for (size_t ik = 0; ik < sizeof Ks / sizeof Ks[0]; ik++)
         for (size_t iq = 0; iq < sizeof qs / sizeof qs[0]; iq++)
             for (size_t in = 0; in < sizeof nbs / sizeof nbs[0]; in++)
@@ -84,6 +86,28 @@ static void test_gram_versions(void) {
                               isa, K, q, nb, weighted);
                         CHECK(memcmp(swc, swr[f], K * sizeof *swc) == 0,
                               "isa %d K %zu q %zu nb %zu: weight sums differ", isa, K, q, nb);
+                        /* u as the design z (q - 1 columns) and one target t */
+                        size_t ed = q - 1;
+                        for (size_t i = 0; i < nb; i++) {
+                            memcpy(z + i * ed, u + i * q, ed * sizeof *z);
+                            t[i] = u[i * q + ed];
+                        }
+                        memcpy(Gc, G0, gn * sizeof *Gc);
+                        memcpy(swc, sw0, sizeof swc);
+                        int zr = isa > MOE_ISA_AVX512
+                                     ? moe_gram_accumulate_zt(nb, K, ed, z, t, h, ldh, wp, Gc, swc,
+                                                              scr)
+                                     : moe_gram_accumulate_zt_isa(isa, nb, K, ed, z, t, h, ldh, wp,
+                                                                  Gc, swc, scr);
+                        if (zr != 0) {
+                            CHECK(q > 12, "isa %d q %zu: z and t refused", isa, q);
+                            continue;
+                        }
+                        zt_runs++;
+                        CHECK(memcmp(Gc, Gr[f], gn * sizeof *Gc) == 0 &&
+                                  memcmp(swc, swr[f], K * sizeof *swc) == 0,
+                              "isa %d K %zu q %zu nb %zu weighted %d: G from z and t differs",
+                              isa, K, q, nb, weighted);
                     }
                     /* The intercept entry is the weight sum (as estep.c uses it). */
                     if (in == 0) {
@@ -99,8 +123,10 @@ static void test_gram_versions(void) {
                     }
                     cases++;
                 }
-    printf("  %zu cases, %zu version runs\n", cases, versions);
+    printf("  %zu cases, %zu version runs, %zu from z and t\n", cases, versions, zt_runs);
     free(u);
+    free(z);
+    free(t);
     free(h);
     free(w);
     free(scr);
