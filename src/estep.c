@@ -191,6 +191,7 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
         }
     }
 
+    const double *zg = moe_block_zg(m, b);
     /* Gates: children's conditional posteriors, weighted by the node's. The
      * root's posterior is 1 (its children's sum to 1), so its targets are
      * its children's posteriors as they are, weighted by the case weights,
@@ -224,10 +225,10 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
         double *h = f->off_ghess[g] != SIZE_MAX && with_hess ? st + f->off_ghess[g] : NULL;
         double *gram = derived ? NULL : st + f->off_ggram[g];
         if (h)
-            moe_softmax_accumulate(nb, nc, gd, b->zg, wg, tg, ld_t, pg, GR, st + f->off_ggrad[g],
+            moe_softmax_accumulate(nb, nc, gd, zg, wg, tg, ld_t, pg, GR, st + f->off_ggrad[g],
                                    gram, h, acc);
         else
-            moe_gram_softmax(nb, nc, gd, b->zg, wg, tg, ld_t, pg, GR, st + f->off_ggrad[g], gram,
+            moe_gram_softmax(nb, nc, gd, zg, wg, tg, ld_t, pg, GR, st + f->off_ggrad[g], gram,
                              S);
         if (h) {
             double sw = 0.0; /* the sampled weight, in the slot after the Hessian */

@@ -238,13 +238,16 @@ MOE_ISA_INLINE void run_mul(double *y, const double *x, size_t n, double s) {
 
 /* Ask for row i of the next block of rows x (leading dimension ld): a pass
  * streams the rows from memory once, and each block's rows arrive in cache
- * while the block before is being worked on. Prefetches never fault, so an
- * address past the rows' end is harmless (computed as an integer). */
+ * while the block before is being worked on. Each cache line is asked for
+ * once, with the row where it starts (and the first row's first line), so
+ * rows shorter than a line cost less than one prefetch each. Prefetches
+ * never fault, so an address past the rows' end is harmless (computed as
+ * an integer). */
 MOE_ISA_INLINE void prefetch_next_row(const double *x, size_t ld, size_t i) {
     size_t lb = ld * sizeof(double);
-    uintptr_t next = (uintptr_t)x + (i + MOE_BLOCK_ROWS) * lb;
-    for (size_t o = 0; o < lb; o += 64) __builtin_prefetch((const void *)(next + o));
-    __builtin_prefetch((const void *)(next + lb - 1));
+    uintptr_t lo = (uintptr_t)x + (i + MOE_BLOCK_ROWS) * lb, hi = lo + lb;
+    uintptr_t p = i == 0 ? lo & ~(uintptr_t)63 : (lo + 63) & ~(uintptr_t)63;
+    for (; p < hi; p += 64) __builtin_prefetch((const void *)p);
 }
 
 /* z (nb x (1 + n)): the intercept, then (x_c - mean_c) inv_j for the n
@@ -289,6 +292,15 @@ MOE_ISA_INLINE void standardise(const moe_model *m, size_t nb, const double *x, 
     }
 }
 
+static int gates_share_columns(const moe_model *m) {
+    return m->n_gcols == m->n_ecols &&
+           (m->n_gcols == 0 || memcmp(m->gcols, m->ecols, m->n_gcols * sizeof(size_t)) == 0);
+}
+
+const double *moe_block_zg(const moe_model *m, const moe_block *b) {
+    return m->gnet.n_hidden == 0 && gates_share_columns(m) ? b->ze : b->zg;
+}
+
 /* moe_block_gates, compiled once per instruction set (the same bits on
  * each: vmath.c says why). */
 MOE_ISA_INLINE void block_gates(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
@@ -300,17 +312,18 @@ MOE_ISA_INLINE void block_gates(const moe_model *m, const moe_nodes *nd, moe_blo
     for (size_t j = 0; j < m->n_ecols; j++) ie[j] = 1.0 / m->x_scale[m->ecols[j]];
     for (size_t j = 0; j < m->n_gcols; j++) ig[j] = 1.0 / m->x_scale[m->gcols[j]];
     standardise(m, nb, x, ld, m->ecols, m->n_ecols, ie, b->ze, 1);
-    /* Gates on the experts' columns (the default) get the same numbers. */
-    if (m->n_gcols == m->n_ecols &&
-        (m->n_gcols == 0 || memcmp(m->gcols, m->ecols, m->n_gcols * sizeof(size_t)) == 0))
+    /* Gates on the experts' columns (the default) get the same numbers:
+     * linear ones read them in ze (moe_block_zg), MLP ones from a copy. */
+    const double *zg = moe_block_zg(m, b);
+    if (zg == b->zg && gates_share_columns(m))
         memcpy(b->zg, b->ze, nb * gd * sizeof(double));
-    else
+    else if (zg == b->zg)
         standardise(m, nb, x, ld, m->gcols, m->n_gcols, ig, b->zg, 0);
     size_t GR = nd->gate_rows;
     if (m->gnet.n_hidden > 0)
         moe_block_gate_logits_mlp(m, nd, b, nb);
     else if (GR > 0)
-        linear_map(m, b, nb, GR, gd, b->zg, m->gate_coef, b->gl);
+        linear_map(m, b, nb, GR, gd, zg, m->gate_coef, b->gl);
     if (m->top_k > 0) { /* sparse gates (topk.c) */
         moe_block_gates_topk(m, nd, b, nb);
         return;

@@ -262,6 +262,10 @@ void moe_block_free(moe_block *b);
  * compute the gate log-softmaxes and every node's log prior (lp). */
 void moe_block_gates(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
                      const double *x, size_t ld);
+/* The block's standardised gate design after moe_block_gates: b->ze for
+ * linear gates on the experts' columns (b->zg is then left unwritten),
+ * else b->zg. */
+const double *moe_block_zg(const moe_model *m, const moe_block *b);
 
 /* Expert outputs for the block: eo (means on the standardised scale, or
  * per-expert log class probabilities). Needs ze from moe_block_gates. */
