@@ -410,8 +410,13 @@ MOE_ISA_INLINE void block_posterior(const moe_model *m, const moe_nodes *nd, moe
      * the general loop below without its inner loops, the log joint at once,
      * vectorised over the experts (same operations). */
     int one = m->task == MOE_TASK_REGRESSION && P == 1 && !m->log_var;
+    /* (LOG_2PI + logdet_k) once per block, in ld (free until the exps
+     * below); 0.0 + u^2 is u^2 (a square is never -0), so the sums are the
+     * general loop's. */
+    double *dt = b->ld;
+    for (size_t k = 0; k < K && one; k++) dt[k] = LOG_2PI + m->logdet[k];
     for (size_t i = 0; i < nb && one; i++) {
-        const double *mu = b->eo + i * K, *lq = b->lp + i * NN + G, *dt = m->logdet;
+        const double *mu = b->eo + i * K, *lq = b->lp + i * NN + G;
         double *lj = b->post + i * NN + G, t = (y[i * ld_y] - m->y_mean[0]) * iy[0];
         size_t k = 0;
         b->tgt[i] = t;
@@ -421,12 +426,12 @@ MOE_ISA_INLINE void block_posterior(const moe_model *m, const moe_nodes *nd, moe
             V8_LOAD(d, dt + k);
             V8_LOAD(l, lq + k);
             u = (t - u) * a;
-            l = l + -0.5 * (LOG_2PI + d + (0.0 + u * u));
+            l = l + -0.5 * (d + u * u);
             V8_STORE(lj + k, l);
         }
         for (; k < K; k++) {
             double u = (t - mu[k]) * il[k];
-            lj[k] = lq[k] + -0.5 * (LOG_2PI + dt[k] + (0.0 + u * u));
+            lj[k] = lq[k] + -0.5 * (dt[k] + u * u);
         }
     }
     for (size_t i = 0; i < nb && !one; i++) {
