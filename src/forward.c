@@ -523,10 +523,13 @@ MOE_ISA_INLINE void block_posterior(const moe_model *m, const moe_nodes *nd, moe
             for (size_t k = 0; k < K; k++) lj[k] = exp(lp[G + k]);
         }
     }
-    /* The gates' posteriors, children first (a loop of its own, as above). */
-    for (size_t i = 0; i < nb; i++) {
+    /* The gates' posteriors, children first (a loop of its own, as above);
+     * the root's is 1 (its leaves' posteriors are normalised above), set
+     * rather than summed. */
+    for (size_t i = 0; i < nb && G > 0; i++) {
         double *post = b->post + i * NN;
-        for (size_t g = G; g-- > 0;) post[g] = run_sum(post + nd->child0[g], m->gate_nch[g]);
+        for (size_t g = G; g-- > 1;) post[g] = run_sum(post + nd->child0[g], m->gate_nch[g]);
+        post[0] = 1.0;
     }
 }
 

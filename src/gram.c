@@ -12,8 +12,9 @@
  * sum_i w_i z_i z_i' of its weighted multinomial log-likelihood, the
  * statistics of moe_softmax_accumulate without the Hessian, for the blocks
  * that do not sample it -- the gradient with the classes as lanes (row 0
- * of the experts' kernel with the residuals as weights), the Gram with its
- * columns as lanes: 2 (C-1) d + d(d+1) flops per row.
+ * of the experts' kernel with the residuals as weights, formed in its loop
+ * for whole lane groups), the Gram with its columns as lanes: 2 (C-1) d +
+ * d(d+1) flops per row.
  *
  * The experts' cost per row: K q(q+1)/2 multiply-adds, K q(q+1) flops, plus K q
  * multiplies for the w h u_a -- half the flops of a GEMM of K scaled copies
@@ -199,6 +200,29 @@ typedef double gram_v8 __attribute__((vector_size(64)));
         }                                                                                       \
     }                                                                                           \
                                                                                                 \
+    /* A gradient's lane group (V classes from t and p) over the n = d      \
+     * columns of z: tile's sums with the residuals w_i (t_ic - p_ic) formed \
+     * as residual_lanes forms them, in the loop; lanes below l0 nowhere,    \
+     * lane l's sums to g + (l - l0) d. */                                   \
+    ATTR static inline __attribute__((always_inline)) void rtile_##SFX(                         \
+        size_t nb, const double *z, const double *w, const double *t, size_t ld_t,              \
+        const double *p, size_t ld_p, size_t l0, double *g, int n) {                            \
+        VT acc[C];                                                                              \
+        for (int c = 0; c < n; c++) acc[c] = (VT){0};                                           \
+        for (size_t i = 0; i < nb; i++) {                                                       \
+            VT a, b;                                                                            \
+            memcpy(&a, t + i * ld_t, sizeof a);                                                 \
+            memcpy(&b, p + i * ld_p, sizeof b);                                                 \
+            a = w[i] * (a - b);                                                                 \
+            for (int c = 0; c < n; c++) acc[c] = FMA(acc[c], a, z[i * (size_t)n + c]);          \
+        }                                                                                       \
+        double s[V];                                                                            \
+        for (int c = 0; c < n; c++) {                                                           \
+            memcpy(s, &acc[c], sizeof s);                                                       \
+            for (size_t l = l0; l < V; l++) g[(l - l0) * (size_t)n + c] += s[l];                \
+        }                                                                                       \
+    }                                                                                           \
+                                                                                                \
     ATTR static inline __attribute__((always_inline)) void wtile_##SFX(                         \
         size_t nb, size_t W, const double *zs, size_t a0, size_t b0, size_t d, double *G,       \
         int n) {                                                                                \
@@ -272,9 +296,16 @@ typedef double gram_v8 __attribute__((vector_size(64)));
          * not kept), row 0 of their Grams */                                     \
         for (size_t c0 = 0; c0 < C_; c0 += V) {                                                 \
             size_t nl = C_ - c0 < V ? C_ - c0 : V;                                              \
-            residual_lanes_##SFX(nb, nl, c0, w, t, ld_t, p, ld_p, scratch);                     \
             size_t l0 = c0 == 0;                                                                \
-            lanes_##SFX(nb, d, 1, 0, z, scratch, l0, nl, grad + (c0 + l0 - 1) * d, d, NULL);    \
+            double *g = grad + (c0 + l0 - 1) * d;                                               \
+            if (nl == V && d <= C) { /* residuals formed in the tile's loop */                  \
+                switch (d) {                                                                    \
+                    GRAM_CASES_##C(rtile_##SFX, nb, z, w, t + c0, ld_t, p + c0, ld_p, l0, g)    \
+                }                                                                               \
+                continue;                                                                       \
+            }                                                                                   \
+            residual_lanes_##SFX(nb, nl, c0, w, t, ld_t, p, ld_p, scratch);                     \
+            lanes_##SFX(nb, d, 1, 0, z, scratch, l0, nl, g, d, NULL);                           \
         }                                                                                       \
         /* the Gram (unless not wanted): lanes over its columns */                             \
         if (!gram) return;                                                                      \
