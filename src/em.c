@@ -425,8 +425,8 @@ moe_status moe_train(const moe_dataset *data, const moe_train_params *p, moe_mod
     return moe_train_source(&src, p, out, err);
 }
 
-moe_status moe_train_source(const moe_source *src, const moe_train_params *p, moe_model **out,
-                            moe_error *err) {
+static moe_status train_source_run(const moe_source *src, const moe_train_params *p,
+                                   moe_model **out, moe_error *err) {
     if (!out) return INVALID("no output pointer");
     *out = NULL;
     if (!src) return INVALID("no data");
@@ -520,6 +520,14 @@ fail:
     run_state_free(&cur);
     moe_fit_free(f);
     moe_model_free(m);
+    return st;
+}
+
+moe_status moe_train_source(const moe_source *src, const moe_train_params *p, moe_model **out,
+                            moe_error *err) {
+    moe_blas_saved bs = moe_blas_serial_begin();
+    moe_status st = train_source_run(src, p, out, err);
+    moe_blas_serial_end(bs);
     return st;
 }
 

@@ -1173,7 +1173,7 @@ static void params_set(moe_grad_state *s, const double *v) {
     sync_variance(s);
 }
 
-moe_status moe_train_gradient(const moe_dataset *data, const moe_train_params *p,
+static moe_status train_gradient_run(const moe_dataset *data, const moe_train_params *p,
                               const moe_grad_params *g, moe_model **out, moe_error *err) {
     if (!out) return INVALID("no output pointer");
     *out = NULL;
@@ -1472,5 +1472,13 @@ done:
     free(best_run);
     free(trace);
     free(best_trace);
+    return st;
+}
+
+moe_status moe_train_gradient(const moe_dataset *data, const moe_train_params *p,
+                              const moe_grad_params *g, moe_model **out, moe_error *err) {
+    moe_blas_saved bs = moe_blas_serial_begin();
+    moe_status st = train_gradient_run(data, p, g, out, err);
+    moe_blas_serial_end(bs);
     return st;
 }

@@ -166,6 +166,24 @@ mode_t moe_file_umask(void);
  * durable. */
 void moe_file_sync_dir(const char *path);
 
+/* ---- BLAS threads (util.c) ------------------------------------------------ */
+
+/* Every BLAS call of moe is small and made on moe's own threads (or
+ * between passes), so OpenBLAS's threads bring nothing there -- and a
+ * threaded OpenBLAS splits some routines differently (dpotrf, dsyrk), so
+ * a fit's last bits would follow OPENBLAS_NUM_THREADS / OMP_NUM_THREADS.
+ * A training or prediction call sets OpenBLAS to one thread for its
+ * duration (moe_blas_serial_begin) and restores it after, together with
+ * the caller's OpenMP thread count (OpenBLAS's OpenMP build sets that
+ * too). The setting is process-wide: two such calls running at once in
+ * two threads of a program may restore it early, but never change a
+ * result (each sets one thread again on entry). */
+typedef struct moe_blas_saved {
+    int blas, omp;
+} moe_blas_saved;
+moe_blas_saved moe_blas_serial_begin(void);
+void moe_blas_serial_end(moe_blas_saved s);
+
 /* ---- small numerics ------------------------------------------------------- */
 
 /* log(sum(exp(v[0..n-1]))) without overflow; -inf for n == 0 or all -inf. */

@@ -70,7 +70,7 @@ static int is_sufficient(const moe_fit *f, size_t j) {
     return j >= f->off_eg && j < f->off_eg + m->n_leaves * q * q;
 }
 
-moe_status moe_train_online(const moe_source *src, const moe_train_params *p,
+static moe_status train_online_run(const moe_source *src, const moe_train_params *p,
                             const moe_online_params *op, const moe_model *start,
                             moe_model **out, moe_error *err) {
     if (!out) return INVALID("no output pointer");
@@ -227,5 +227,14 @@ done:
     free(sbar);
     free(old);
     free(trace);
+    return st;
+}
+
+moe_status moe_train_online(const moe_source *src, const moe_train_params *p,
+                            const moe_online_params *op, const moe_model *start,
+                            moe_model **out, moe_error *err) {
+    moe_blas_saved bs = moe_blas_serial_begin();
+    moe_status st = train_online_run(src, p, op, start, out, err);
+    moe_blas_serial_end(bs);
     return st;
 }

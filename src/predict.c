@@ -96,6 +96,7 @@ static moe_status for_blocks(const moe_model *m, size_t n, const double *x, size
     int nt = omp_get_max_threads();
     if ((size_t)nt > nblocks) nt = nblocks ? (int)nblocks : 1;
     int failed = 0;
+    moe_blas_saved bs = moe_blas_serial_begin(); /* the same bits whatever OpenBLAS's threads */
 #pragma omp parallel num_threads(nt)
     {
         pred_ctx c;
@@ -118,6 +119,7 @@ static moe_status for_blocks(const moe_model *m, size_t n, const double *x, size
         }
         if (ok) ctx_free(&c);
     }
+    moe_blas_serial_end(bs);
     return failed ? moe_err(err, MOE_STATUS_NO_MEMORY, "out of memory") : MOE_STATUS_OK;
 }
 

@@ -4,6 +4,9 @@
  */
 #include "moe_impl.h"
 
+#include <cblas.h>
+#include <omp.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -153,4 +156,21 @@ double moe_solve_spd(const double *a, size_t n, double *b, size_t nrhs, double r
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < nrhs; j++) b[i * nrhs + j] = x[j * n + i];
     return info == 0 ? lambda : -1.0;
+}
+
+moe_blas_saved moe_blas_serial_begin(void) {
+    moe_blas_saved s = {1, omp_get_max_threads()};
+#if defined(OPENBLAS_VERSION)
+    s.blas = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+#endif
+    omp_set_num_threads(s.omp);
+    return s;
+}
+
+void moe_blas_serial_end(moe_blas_saved s) {
+#if defined(OPENBLAS_VERSION)
+    openblas_set_num_threads(s.blas);
+#endif
+    omp_set_num_threads(s.omp);
 }
