@@ -122,7 +122,7 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
     const double *wt = v->weights ? v->weights + i0 : NULL;
     double *sp = f->sparse_k ? f->sp_mem + (size_t)(b - f->blocks) * f->sp_stride : NULL;
     size_t *spi = sp ? f->sp_idx + (size_t)(b - f->blocks) * f->sp_istride : NULL;
-    double *sph = sp ? sp + MOE_BLOCK_ROWS * (1 + 2 * (ed + P)) : NULL; /* kept posteriors */
+    double *sph = sp ? sp + MOE_BLOCK_ROWS : NULL; /* kept posteriors, after lmass */
     if (sp) moe_sparse_keep(f, b, nb, row, sp, spi, sph); /* sparse_em.c */
     double ll = 0.0, ent = 0.0, obj = 0.0, sw = st[4]; /* sw in a register, not in st */
     for (size_t i = 0; i < nb; i++) {

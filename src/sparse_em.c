@@ -370,9 +370,10 @@ static size_t base_scratch(const moe_model *m, size_t k) {
     size_t q = m->ed + m->n_out, C = m->n_cls, ed = m->ed;
     size_t F = C > 0 ? C - 1 : 0;
     size_t acc = F + ed > F * ed ? F + ed : F * ed;
-    size_t gather = 2 * q > ed + 1 + 2 * C + acc ? 2 * q : ed + 1 + 2 * C + acc;
+    size_t P = m->n_out, gather = P > ed + 1 + 2 * C + acc ? P : ed + 1 + 2 * C + acc;
     /* lmass or F per row; per pair: h, log joint, leaf index as double-free
-     * room; class probabilities of each pair; the rows [z, t]; gathering */
+     * room; class probabilities of each pair; the rows [z, t]; a multinomial
+     * expert's gathered rows (or many outputs' solve) */
     return MOE_BLOCK_ROWS * (1 + 2 * k + k * C + q + gather);
 }
 
