@@ -64,14 +64,19 @@ void moe_softmax_accumulate(size_t nb, size_t C, size_t d, const double *z, cons
                     gram, (int)d);
     if (!hess) return;
     if (F * d > MOE_NEWTON_MAX_PARAMS) {
-        /* Diagonal blocks only: block a += sum_i w_i p_ia (1 - p_ia) z_i z_i'. */
-        for (size_t a = 1; a < C; a++) {
-            for (size_t i = 0; i < nb; i++) {
-                double pa = p[i * ld_p + a], f = sqrt(w[i] * pa * (1.0 - pa));
-                for (size_t j = 0; j < d; j++) zs[i * d + j] = f * z[i * d + j];
-            }
-            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)nb, 1.0, zs, (int)d,
-                        1.0, hess + (a - 1) * d * d, (int)d);
+        /* Diagonal blocks only: block a += sum_i w_i p_ia (1 - p_ia) z_i z_i',
+         * eight classes at a time as the lanes of gram.c's kernel (weights
+         * p (1 - p) in nb x 8, its scratch after them: 16 nb <= F d). */
+        double *pq = scratch;
+        for (size_t a0 = 1; a0 < C; a0 += 8) {
+            size_t nl = C - a0 < 8 ? C - a0 : 8;
+            for (size_t i = 0; i < nb; i++)
+                for (size_t l = 0; l < nl; l++) {
+                    double pa = p[i * ld_p + a0 + l];
+                    pq[i * 8 + l] = pa * (1.0 - pa);
+                }
+            moe_gram_accumulate(nb, nl, d, z, pq, 8, w, hess + (a0 - 1) * d * d, NULL,
+                                pq + nb * 8);
         }
         return;
     }
