@@ -233,6 +233,13 @@ static moe_status em_pass(moe_fit *f, moe_error *err) {
         f->sp_pass = MOE_PASS_FULL;
     else
         f->sp_pass = f->sp_have_prior ? MOE_PASS_KEPT : MOE_PASS_REFRESH;
+    /* A flat tree's gate steps after the cycle's last kept pass (not after
+     * the initialisation's pass, whose M-step sets every parameter). */
+    int defer = f->sp_defer && !f->init_mode;
+    f->sp_gate_part = !defer                          ? MOE_GATE_WHOLE
+                      : f->sp_pass == MOE_PASS_FULL    ? MOE_GATE_PRIOR
+                      : (f->iter + 1) % f->sp_full == 0 ? MOE_GATE_POST
+                                                        : MOE_GATE_NONE;
     moe_status st = moe_fit_pass(f, err);
     if (st != MOE_STATUS_OK) {
         f->sp_have_keep = f->sp_have_prior = 0;
@@ -240,9 +247,20 @@ static moe_status em_pass(moe_fit *f, moe_error *err) {
     }
     if (f->sp_pass == MOE_PASS_FULL) {
         f->sp_have_keep = f->sp_keep != NULL;
-        f->sp_have_prior = 0;
+        f->sp_have_prior = defer; /* the gate stays until the cycle's end */
     } else if (f->sp_pass == MOE_PASS_REFRESH) {
         f->sp_have_prior = 1;
+    }
+    /* The gate's slots: kept aside after a full pass (so its M-step moves
+     * the experts alone), completed after the last kept pass. */
+    size_t g0 = f->sp_defer ? f->off_ggrad[0] : 0, len = f->stat_size - g0;
+    size_t ng = f->sp_defer ? f->off_ggram[0] - g0 : 0; /* the gradient's */
+    if (f->sp_gate_part == MOE_GATE_PRIOR) {
+        memcpy(f->sp_gsave, f->stats + g0, len * sizeof(double));
+        memset(f->stats + g0, 0, len * sizeof(double));
+    } else if (f->sp_gate_part == MOE_GATE_POST) {
+        for (size_t j = 0; j < ng; j++) f->stats[g0 + j] += f->sp_gsave[j];
+        memcpy(f->stats + g0 + ng, f->sp_gsave + ng, (len - ng) * sizeof(double));
     }
     return MOE_STATUS_OK;
 }

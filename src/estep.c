@@ -200,9 +200,16 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
         size_t nc = m->gate_nch[g], c0 = f->nd.child0[g], ld_t = nc;
         const double *pg = b->gp + f->nd.grow[g]; /* its probabilities, leading dimension GR */
         const double *tg = t, *wg = w;
-        if (g == 0) {
+        if (g == 0 && f->sp_gate_part == MOE_GATE_PRIOR) {
+            /* sparse EM's deferred gate step: the gradient's prior part
+             * alone, -sum w g z (targets 0) */
+            memset(t, 0, nc * sizeof(double));
+            ld_t = 0;
+        } else if (g == 0) {
             tg = b->post + c0;
             ld_t = NN;
+        }
+        if (g == 0) {
             if (wt)
                 wg = wt;
             else

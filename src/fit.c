@@ -173,6 +173,11 @@ moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_source *src,
             f->sp_keep = malloc(src->n_rows * k * sizeof(int32_t) + 1);
             f->sp_lprior = malloc(src->n_rows * k * sizeof(double) + 1);
             if (!f->sp_keep || !f->sp_lprior) goto oom;
+            /* (EM's gates are linear) */
+            f->sp_defer = G == 1;
+            f->sp_gsave = f->sp_defer ? malloc((f->stat_size - f->off_ggrad[0]) * sizeof(double))
+                                      : NULL;
+            if (f->sp_defer && !f->sp_gsave) goto oom;
         }
     }
 
@@ -227,6 +232,7 @@ void moe_fit_free(moe_fit *f) {
     free(f->sp_idx);
     free(f->sp_keep);
     free(f->sp_lprior);
+    free(f->sp_gsave);
     free(f->bufs);
     free(f->buf_mem);
     free(f->buf_lab);

@@ -511,6 +511,14 @@ struct moe_fit {
     int sp_pass;
     int sp_have_keep;          /* sp_keep holds the kept leaves of a full pass */
     int sp_have_prior;         /* sp_lprior holds the current gates' priors */
+    /* Flat trees (one gate, whose posterior is 1 on every row): the gate
+     * steps once a cycle, after the last kept pass, from the full pass's
+     * statistics of the gate alone (saved in sp_gsave: the gate's slots,
+     * [off_ggrad[0], stat_size), with the gradient's prior part) and that
+     * pass's posteriors (sp_gate_part: it adds them); see sparse_em.c. */
+    int sp_defer;
+    int sp_gate_part;          /* this pass sums the gate's MOE_GATE_* part */
+    double *sp_gsave;
     int32_t *sp_keep;
     double *sp_lprior;
     size_t stat_size;
@@ -546,6 +554,11 @@ struct moe_fit {
 
 /* Kinds of pass of sparse EM (see sparse_em.c); dense EM's is FULL. */
 enum { MOE_PASS_FULL = 0, MOE_PASS_REFRESH = 1, MOE_PASS_KEPT = 2 };
+/* What a pass sums of a deferred gate step (moe_fit.sp_gate_part): the
+ * whole gradient sum w (h - g) z (dense EM, and every gate otherwise); a
+ * full pass's prior part -sum w g z (its posteriors' part left out) with
+ * the Hessian and Gram; a kept pass's posterior part sum w h z; or none. */
+enum { MOE_GATE_WHOLE = 0, MOE_GATE_PRIOR = 1, MOE_GATE_POST = 2, MOE_GATE_NONE = 3 };
 
 /* Doubles of per-thread scratch sparse EM needs for a model and k. */
 size_t moe_sparse_scratch(const moe_model *m, size_t k);

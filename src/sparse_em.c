@@ -18,6 +18,16 @@
  *   - kept (the others): the kept experts only, with the priors recorded by
  *     the refresh pass -- O(k (D + D^2)) per row, nothing in K; M-step of
  *     the experts.
+ * A flat tree's gate needs no refresh (em.c, moe_fit.sp_defer): its
+ * posterior is 1 on every row, so its Newton step at the current gate,
+ * gradient sum_i w_i (h_i - g_i) z_i and Hessian sum_i w_i (diag g_i -
+ * g_i g_i') (x) z_i z_i', splits into parts of the gate alone (-sum w g z,
+ * the Hessian, the Gram), which the full pass sums and em.c keeps aside
+ * while its M-step moves the experts only, and a part of the posteriors,
+ * sum w h z over the kept pairs (k gd per row), which the cycle's last kept
+ * pass adds (gate_post_part). The gate then steps once, after that pass,
+ * with posteriors as fresh as any in the cycle, and the full pass that
+ * follows evaluates it; the priors the full pass recorded hold until then.
  * Each pass maximises F over the posteriors on S and each M-step over some
  * parameters with the others fixed, so F never decreases (EM checks it as
  * for dense EM). The per-row state is S_i and the kept leaves' log priors:
@@ -382,15 +392,13 @@ size_t moe_sparse_scratch(const moe_model *m, size_t k) {
 }
 
 
-/* The block's expert inputs standardised (intercept first) into the rows
- * of dst, stride ds, as the gates' pass does, without the gates. */
-static void standardise(const moe_model *m, moe_block *b, size_t nb, const double *x,
-                        size_t ld, double *dst, size_t ds) {
-    size_t ne = m->n_ecols;
-    const size_t *ec = m->ecols;
+/* The block's inputs cols[0 .. ne-1] standardised (intercept first) into
+ * the rows of dst, stride ds, as the gates' pass does, without the gates;
+ * ie: room for ne reciprocal scales. */
+static void standardise(const moe_model *m, const size_t *ec, size_t ne, double *ie, size_t nb,
+                        const double *x, size_t ld, double *dst, size_t ds) {
     const double *mean = m->x_mean;
-    double *ie = b->inv;
-    int ident = 1; /* the expert inputs are the data's first columns */
+    int ident = 1; /* the inputs are the data's first columns */
     for (size_t j = 0; j < ne; j++) {
         ie[j] = 1.0 / m->x_scale[ec[j]];
         if (ec[j] != j) ident = 0;
@@ -421,6 +429,23 @@ static inline double dot(const double *c, const double *z, size_t n) {
     return (s0 + s1) + (s2 + s3);
 }
 
+/* A flat gate's deferred step (em.c): the posterior part of its gradient,
+ * grad[(l - 1) gd + j] += sum_i w_i h_il z_ij over the kept pairs (i, l),
+ * l > 0 (child 0's row is fixed), z the gate's inputs (stride ldz). */
+static void gate_post_part(size_t gd, size_t nb, size_t k, const size_t *kept, const double *hk,
+                           const double *wt, const double *z, size_t ldz, double *grad) {
+    for (size_t i = 0; i < nb; i++) {
+        const double *zi = z + i * ldz;
+        for (size_t r = 0; r < k; r++) {
+            size_t l = kept[i * k + r];
+            double a = (wt ? wt[i] : 1.0) * hk[i * k + r];
+            if (l == 0 || a == 0.0) continue;
+            double *g = grad + (l - 1) * gd;
+            for (size_t j = 0; j < gd; j++) g[j] += a * zi[j];
+        }
+    }
+}
+
 void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t i0, size_t nb,
                       size_t row, int with_hess, double *st) {
     const moe_model *m = f->m;
@@ -446,9 +471,9 @@ void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t 
     } else {
         /* (Gaussian experts: straight into the rows [z, t] of u) */
         if (m->task == MOE_TASK_REGRESSION)
-            standardise(m, b, nb, x, v->ld_x, u, q);
+            standardise(m, m->ecols, m->n_ecols, b->inv, nb, x, v->ld_x, u, q);
         else
-            standardise(m, b, nb, x, v->ld_x, b->ze, ed);
+            standardise(m, m->ecols, m->n_ecols, b->inv, nb, x, v->ld_x, b->ze, ed);
     }
 
     /* The kept experts' log joints (log prior + log density), in lj. */
@@ -534,6 +559,22 @@ void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t 
     st[1] += ent;
     st[4] += wsum;
 
+    if (f->sp_gate_part == MOE_GATE_POST) {
+        /* The gate's inputs: the experts' design when they are the same
+         * columns (moe_block_zg), else standardised here. */
+        const double *zg = u;
+        size_t ldz = q;
+        if (moe_block_zg(m, b) != b->ze) {
+            standardise(m, m->gcols, m->n_gcols, b->inv + m->n_ecols, nb, x, v->ld_x, b->zg,
+                        m->gd);
+            zg = b->zg;
+            ldz = m->gd;
+        } else if (m->task == MOE_TASK_CLASSIFICATION) {
+            zg = b->ze;
+            ldz = ed;
+        }
+        gate_post_part(m->gd, nb, k, kept, hk, wt, zg, ldz, st + f->off_ggrad[0]);
+    }
     if (m->task == MOE_TASK_REGRESSION)
         moe_sparse_gram(f, u, wt, nb, kept, hk, sp, idx, st);
     else
