@@ -160,7 +160,7 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
             for (size_t c = 0; c < P; c++) ui[ed + c] = b->tgt[i * P + c];
         }
         if (sp) {
-            moe_sparse_gram(f, u, wt, nb, spi, sph, sp, spi + MOE_BLOCK_ROWS * f->sparse_k, st);
+            moe_sparse_gram(f, (size_t)(b - f->blocks), u, wt, nb, spi, sph, st);
         } else {
             moe_gram_accumulate(nb, K, q, u, b->post + G, NN, wt, st + f->off_eg,
                                 st + f->off_esw, S + MOE_BLOCK_ROWS * q);
@@ -298,6 +298,7 @@ moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
                 accumulate_block(f, b, &v, i0, nb, q - lo, with_hess, derived, st);
             }
         }
+        if (f->sparse_k) moe_sparse_flush(f, (size_t)tid, st); /* a kept pass's last blocks */
         if (derived) derive_gate_grams(f, st);
     }
     /* Over several processes every slab is gathered on every process (each

@@ -164,9 +164,9 @@ moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_source *src,
         size_t k = (size_t)params->sparse_k;
         f->sparse_k = k;
         f->sp_stride = moe_sparse_scratch(m, k);
-        f->sp_istride = 2 * MOE_BLOCK_ROWS * k + K + 1;
+        f->sp_istride = moe_sparse_iscratch(m, k);
         f->sp_mem = malloc((size_t)nt * f->sp_stride * sizeof(double));
-        f->sp_idx = malloc((size_t)nt * f->sp_istride * sizeof(size_t));
+        f->sp_idx = calloc((size_t)nt * f->sp_istride, sizeof(size_t));
         if (!f->sp_mem || !f->sp_idx) goto oom;
         f->sp_full = params->sparse_full;
         if (f->sp_full > 1) { /* the rows' state between passes */

@@ -498,8 +498,8 @@ struct moe_fit {
     int e_newton;
     size_t hess_stride;        /* Hessians use blocks blk % hess_stride == 0 */
     /* Sparse EM (params.sparse_k < K; sparse_em.c): per thread, scratch of
-     * moe_sparse_scratch() doubles, and the kept leaves of each row [BR k],
-     * the pairs by expert [BR k] and counts [K + 1]. With sparse_full > 1
+     * moe_sparse_scratch() doubles and moe_sparse_iscratch() indices (kept
+     * leaves, pending pairs, sorting). With sparse_full > 1
      * the rows' state: kept leaves and their log priors [n_rows k], and the
      * kind of the next pass (MOE_PASS_*), which EM chooses. */
     size_t sparse_k;
@@ -560,8 +560,10 @@ enum { MOE_PASS_FULL = 0, MOE_PASS_REFRESH = 1, MOE_PASS_KEPT = 2 };
  * the Hessian and Gram; a kept pass's posterior part sum w h z; or none. */
 enum { MOE_GATE_WHOLE = 0, MOE_GATE_PRIOR = 1, MOE_GATE_POST = 2, MOE_GATE_NONE = 3 };
 
-/* Doubles of per-thread scratch sparse EM needs for a model and k. */
+/* Doubles and indices of per-thread scratch sparse EM needs for a model
+ * and k (fit.c; the indices zeroed). */
 size_t moe_sparse_scratch(const moe_model *m, size_t k);
+size_t moe_sparse_iscratch(const moe_model *m, size_t k);
 
 /* After a full E-step of nb rows: keep each row's k largest leaf
  * posteriors (ties to the lower index), renormalised, the others 0, the
@@ -576,11 +578,14 @@ void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, doub
 /* Add the Gaussian experts' Gram matrices (upper triangles) and weights of
  * the kept pairs: u (nb x q) the rows [z, t], pair (i, r) weighted by wt[i]
  * hk[i k + r] for expert kept[i k + r]: the pairs sorted by expert, each
- * expert's run summed in registers. u needs no padding. sp: the thread's
- * moe_sparse_scratch() (the work is at its end, past what the callers
- * use); idx: nb k + K + 1 indices of scratch. */
-void moe_sparse_gram(const moe_fit *f, const double *u, const double *wt, size_t nb,
-                     const size_t *kept, const double *hk, double *sp, size_t *idx, double *st);
+ * expert's run summed in registers. u needs no padding. tid: the thread
+ * (its scratch); none of its kept pass's pairs may be pending. */
+void moe_sparse_gram(const moe_fit *f, size_t tid, const double *u, const double *wt, size_t nb,
+                     const size_t *kept, const double *hk, double *st);
+/* A kept or refresh pass gathers the pairs of a few blocks before summing
+ * their Grams (moe_sparse_block): the thread's pending ones into st, at
+ * the end of each slab. */
+void moe_sparse_flush(const moe_fit *f, size_t tid, double *st);
 
 /* moe_sparse_gram's kernel on a given instruction set (-1 when this
  * machine lacks it): for each expert j < K, the pairs cnt[j-1] .. cnt[j]
@@ -602,7 +607,9 @@ int moe_sparse_runs_isa(int isa, size_t K, size_t q, const size_t *cnt, const si
 
 /* A refresh or kept pass over rows i0 .. i0 + nb - 1 of v (this process's
  * rows row ..): posteriors over the recorded kept leaves, F, and the
- * experts' statistics into st (the gates' stay zero). */
+ * experts' statistics into st (Gaussian experts' Grams at the next
+ * moe_sparse_flush; the gates' stay zero but for a flat gate's posterior
+ * part, moe_fit.sp_gate_part). */
 void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t i0, size_t nb,
                       size_t row, int with_hess, double *st);
 
