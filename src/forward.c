@@ -18,7 +18,12 @@
 
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF /* the same bits on every instruction set */
+#elif defined(__GNUC__)
+/* (so that the loops over vmath_impl.h's exp and log vectorise: vmath.c) */
+#pragma GCC optimize("no-trapping-math")
 #endif
+
+#include "vmath_impl.h"
 
 #define LOG_2PI 1.8378770664093454836
 
@@ -150,8 +155,9 @@ static void linear_map(const moe_model *m, moe_block *b, size_t nb, size_t n, si
 typedef double v8d __attribute__((vector_size(64)));
 typedef int64_t v8l __attribute__((vector_size(64)));
 
-/* (macros: a function taking or returning a vector would change the
- * baseline ABI) */
+/* (macros, or always inlined functions taking pointers: a function taking
+ * or returning a vector would change the baseline ABI) */
+#define V8_SPLAT(c) ((v8d){(c), (c), (c), (c), (c), (c), (c), (c)})
 #define V8_LOAD(v, p) memcpy(&(v), (p), sizeof(v8d))
 #define V8_STORE(p, v) memcpy((p), &(v), sizeof(v8d))
 /* m = a > m ? a : m in every lane (a NaN never replaces m) */
@@ -307,7 +313,7 @@ const double *moe_block_zg(const moe_model *m, const moe_block *b) {
 /* moe_block_gates, compiled once per instruction set (the same bits on
  * each: vmath.c says why). */
 MOE_ISA_INLINE void block_gates(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
-                                const double *x, size_t ld) {
+                                const double *x, size_t ld, int softmax) {
     size_t gd = m->gd, NN = nd->n_nodes;
     /* Multiply by reciprocals: a division per element costs as much as the
      * rest of the standardisation. */
@@ -327,6 +333,7 @@ MOE_ISA_INLINE void block_gates(const moe_model *m, const moe_nodes *nd, moe_blo
         moe_block_gate_logits_mlp(m, nd, b, nb);
     else if (GR > 0)
         linear_map(m, b, nb, GR, gd, zg, m->gate_coef, b->gl);
+    if (!softmax) return; /* (the E-step's flat gate: block_em_flat) */
     if (m->top_k > 0) { /* sparse gates (topk.c) */
         moe_block_gates_topk(m, nd, b, nb);
         return;
@@ -377,14 +384,14 @@ MOE_ISA_INLINE void block_gates(const moe_model *m, const moe_nodes *nd, moe_blo
 
 #define BLOCK_GATES_VERSION(SFX, ATTR)                                                          \
     ATTR static void block_gates_##SFX(const moe_model *m, const moe_nodes *nd, moe_block *b,   \
-                                       size_t nb, const double *x, size_t ld) {                 \
-        block_gates(m, nd, b, nb, x, ld);                                                       \
+                                       size_t nb, const double *x, size_t ld, int softmax) {    \
+        block_gates(m, nd, b, nb, x, ld, softmax);                                              \
     }
 MOE_ISA_VERSIONS(BLOCK_GATES_VERSION)
 
 void moe_block_gates(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
                      const double *x, size_t ld) {
-    MOE_ISA_CALL(moe_isa_best(), block_gates, m, nd, b, nb, x, ld);
+    MOE_ISA_CALL(moe_isa_best(), block_gates, m, nd, b, nb, x, ld, 1);
 }
 
 void moe_block_experts(const moe_model *m, moe_block *b, size_t nb) {
@@ -547,4 +554,247 @@ MOE_ISA_VERSIONS(BLOCK_POSTERIOR_VERSION)
 void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
                          const double *y, size_t ld_y, const int32_t *labels) {
     MOE_ISA_CALL(moe_isa_best(), block_posterior, m, nd, b, nb, y, ld_y, labels);
+}
+
+/* ---- the E-step's rows with one flat gate of 8 ---------------------------
+ * moe_block_gates' softmax and moe_block_posterior in one pass, 8 rows at a
+ * time with the rows as the vector lanes, for the common E-step: one gate
+ * over 8 leaves, one Gaussian target with fixed variances, linear gate and
+ * experts. The row layout has the leaves as lanes, so each row's max, sum
+ * and normalisation is a chain of dependent shuffles and adds, and each
+ * phase a pass through the block's arrays around block-wide exps; here the
+ * 8 rows' logits and means are transposed in registers (8 x 8), the maxes
+ * and sums run down the leaves as 7 vertical operations on 8 rows at once,
+ * the exps and logs take 8 rows' values per vector, and only the results
+ * are transposed back and stored. The same operations on the same values
+ * in the same order as the two functions', lane for lane (their maxes and
+ * sums in their trees, the gate's sum in order), so the same bits in every
+ * array they leave (ld and scr aside: scratch); tests/test_vmath.c checks
+ * it on every instruction set. */
+static int em_flat(const moe_model *m, const double *y) {
+    return m->task == MOE_TASK_REGRESSION && y && m->n_out == 1 && !m->log_var &&
+           m->enet.n_hidden == 0 && m->gnet.n_hidden == 0 && m->top_k == 0 &&
+           m->n_gates == 1 && m->n_leaves == 8 && m->gate_nch[0] == 8;
+}
+
+/* y[c] = exp(y[c]) and log for c < n, vectorised (vmath_impl.h). (In
+ * place: GCC 12 leaves the loop scalar when it writes another local array
+ * than it reads.) */
+MOE_ISA_INLINE void exp_n(double *y, size_t n) {
+    for (size_t c = 0; c < n; c++) y[c] = moe_exp_one(y[c]);
+}
+
+MOE_ISA_INLINE void log_n(double *y, size_t n) {
+    for (size_t c = 0; c < n; c++) y[c] = moe_log_one(y[c]);
+}
+
+/* lanes i0..i7 of a and b (i < 8: a's lane i, else b's lane i - 8) */
+#if defined(__clang__) || __GNUC__ >= 12
+#define V8_SHUF2(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define V8_SHUF2(a, b, ...) __builtin_shuffle(a, b, (v8l){__VA_ARGS__})
+#endif
+
+/* o[c] lane l = r[l] lane c (o and r distinct) */
+MOE_ISA_INLINE void transpose8(v8d *o, const v8d *r) {
+    v8d t[8], u[8];
+    for (int l = 0; l < 8; l += 2) {
+        t[l] = V8_SHUF2(r[l], r[l + 1], 0, 8, 2, 10, 4, 12, 6, 14);
+        t[l + 1] = V8_SHUF2(r[l], r[l + 1], 1, 9, 3, 11, 5, 13, 7, 15);
+    }
+    for (int l = 0; l < 8; l += 4)
+        for (int h = 0; h < 2; h++) {
+            u[l + h] = V8_SHUF2(t[l + h], t[l + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+            u[l + h + 2] = V8_SHUF2(t[l + h], t[l + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+    for (int c = 0; c < 4; c++) {
+        o[c] = V8_SHUF2(u[c], u[c + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        o[c + 4] = V8_SHUF2(u[c], u[c + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+}
+
+/* run_max's and run_sum's trees over the 8 leaves, down the columns c */
+MOE_ISA_INLINE void cols_max(v8d *mx, const v8d *c) {
+    v8d m[4], lo = V8_SPLAT(-INFINITY);
+    for (int l = 0; l < 4; l++) {
+        m[l] = c[l];
+        V8_MAX(m[l], c[l + 4]);
+    }
+    for (int l = 0; l < 2; l++) V8_MAX(m[l], m[l + 2]);
+    V8_MAX(m[0], m[1]);
+    V8_MAX(lo, m[0]); /* (mx = m[0] > -inf ? m[0] : -inf) */
+    *mx = lo;
+}
+
+MOE_ISA_INLINE void cols_sum(v8d *s, const v8d *c) {
+    v8d a[4];
+    for (int l = 0; l < 4; l++) a[l] = c[l] + c[l + 4];
+    for (int l = 0; l < 2; l++) a[l] += a[l + 2];
+    *s = a[0] + a[1];
+}
+
+/* Rows r0 .. r0 + n - 1 (n <= 8 EM_FLAT_GROUPS) of the block, as groups of
+ * 8 rows taken phase by phase (each phase's groups are independent: their
+ * chains overlap; the exps and logs of all of them run as one loop). */
+#ifndef EM_FLAT_GROUPS
+#define EM_FLAT_GROUPS 4
+#endif
+MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, size_t n,
+                                 const double *y, size_t ld_y, const double *il,
+                                 const double *dt, double iy) {
+    enum { K = 8, NN = 9, NG = EM_FLAT_GROUPS };
+    size_t ng = (n + 7) / 8, ri[NG][8], nr[NG];
+    /* the rows, the last repeated past n (computed, not stored) */
+    for (size_t g = 0; g < ng; g++) {
+        nr[g] = n - 8 * g < 8 ? n - 8 * g : 8;
+        for (size_t l = 0; l < 8; l++) ri[g][l] = r0 + 8 * g + (l < nr[g] ? l : nr[g] - 1);
+    }
+    v8d C[NG][8], LP[NG][8], J[NG][8], gm[NG], mx[NG], R[8];
+    v8l fin[NG];
+    double a[NG * 64], ls[NG * 8];
+    /* the gate: max, exps, the sum in order, probabilities, log sum */
+    for (size_t g = 0; g < ng; g++) {
+        for (int l = 0; l < 8; l++) V8_LOAD(R[l], b->gl + ri[g][l] * K);
+        transpose8(C[g], R);
+        cols_max(&gm[g], C[g]);
+        for (int k = 0; k < 8; k++) {
+            v8d v = C[g][k] - gm[g];
+            V8_STORE(a + 64 * g + 8 * k, v);
+        }
+    }
+    exp_n(a, 64 * ng);
+    for (size_t g = 0; g < ng; g++) {
+        v8d s = V8_SPLAT(0.0), e[8];
+        for (int k = 0; k < 8; k++) {
+            V8_LOAD(e[k], a + 64 * g + 8 * k);
+            s = s + e[k];
+        }
+        v8d inv = 1.0 / s;
+        for (int k = 0; k < 8; k++) e[k] = e[k] * inv;
+        transpose8(R, e);
+        for (size_t l = 0; l < nr[g]; l++) V8_STORE(b->gp + (r0 + 8 * g + l) * K, R[l]);
+        V8_STORE(ls + 8 * g, s);
+    }
+    log_n(ls, 8 * ng);
+    /* log-softmax and log priors; the log joints, their max */
+    for (size_t g = 0; g < ng; g++) {
+        v8d sh, t;
+        V8_LOAD(sh, ls + 8 * g);
+        sh = gm[g] + sh;
+        for (int k = 0; k < 8; k++) {
+            C[g][k] -= sh;
+            LP[g][k] = 0.0 + C[g][k];
+        }
+        transpose8(R, C[g]);
+        for (size_t l = 0; l < nr[g]; l++) V8_STORE(b->gl + (r0 + 8 * g + l) * K, R[l]);
+        transpose8(R, LP[g]);
+        for (size_t l = 0; l < nr[g]; l++) {
+            double *lp = b->lp + (r0 + 8 * g + l) * NN;
+            lp[0] = 0.0;
+            V8_STORE(lp + 1, R[l]);
+        }
+        const size_t *q = ri[g];
+        t = (v8d){y[q[0] * ld_y], y[q[1] * ld_y], y[q[2] * ld_y], y[q[3] * ld_y],
+                  y[q[4] * ld_y], y[q[5] * ld_y], y[q[6] * ld_y], y[q[7] * ld_y]};
+        t = (t - m->y_mean[0]) * iy;
+        if (nr[g] == 8)
+            V8_STORE(b->tgt + r0 + 8 * g, t);
+        else
+            for (size_t l = 0; l < nr[g]; l++) b->tgt[r0 + 8 * g + l] = t[l];
+        for (int l = 0; l < 8; l++) V8_LOAD(R[l], b->eo + q[l] * K);
+        transpose8(C[g], R);
+        for (int k = 0; k < 8; k++) {
+            v8d u = (t - C[g][k]) * il[k];
+            J[g][k] = LP[g][k] + -0.5 * (dt[k] + u * u);
+        }
+        cols_max(&mx[g], J[g]);
+        fin[g] = (v8l)(mx[g] - mx[g] == 0.0); /* finite */
+        for (int k = 0; k < 8; k++) {
+            v8d v = (v8d)((v8l)(J[g][k] - mx[g]) & fin[g]);
+            V8_STORE(a + 64 * g + 8 * k, v);
+        }
+    }
+    /* the posteriors' exps, sums and logs */
+    exp_n(a, 64 * ng);
+    for (size_t g = 0; g < ng; g++) {
+        v8d s;
+        for (int k = 0; k < 8; k++) V8_LOAD(C[g][k], a + 64 * g + 8 * k);
+        cols_sum(&s, C[g]);
+        v8d inv = 1.0 / s;
+        for (int k = 0; k < 8; k++) C[g][k] = C[g][k] * inv;
+        V8_STORE(ls + 8 * g, s);
+    }
+    log_n(ls, 8 * ng);
+    /* log-likelihoods, entropies (h log h summed as run_sum sums, 0 log 0
+     * = 0), posteriors */
+    for (size_t g = 0; g < ng; g++) {
+        v8d l, e[8], ent;
+        V8_LOAD(l, ls + 8 * g);
+        l = mx[g] + l;
+        for (int k = 0; k < 8; k++) {
+            v8d h = C[g][k], q = h * (J[g][k] - l);
+            e[k] = V8_SPLAT(0.0) + (v8d)((v8l)q & (v8l)(h > 0.0));
+        }
+        cols_sum(&ent, e);
+        ent = (v8d)((v8l)-ent & fin[g]);
+        l = (v8d)(((v8l)l & fin[g]) | ((v8l)mx[g] & ~fin[g]));
+        transpose8(R, C[g]);
+        size_t i0 = r0 + 8 * g;
+        if (nr[g] == 8) {
+            V8_STORE(b->ll + i0, l);
+            V8_STORE(b->ent + i0, ent);
+        }
+        for (size_t r = 0; r < nr[g]; r++) {
+            size_t i = i0 + r;
+            double *post = b->post + i * NN;
+            post[0] = 1.0;
+            if (nr[g] < 8) {
+                b->ll[i] = l[r];
+                b->ent[i] = ent[r];
+            }
+            if (fin[g][r])
+                V8_STORE(post + 1, R[r]);
+            else /* zero densities: the prior, as block_posterior */
+                for (size_t k = 0; k < K; k++) post[1 + k] = exp(b->lp[i * NN + 1 + k]);
+        }
+    }
+}
+
+MOE_ISA_INLINE void block_em_flat(const moe_model *m, moe_block *b, size_t nb, const double *y,
+                                  size_t ld_y) {
+    double il[8], dt[8], iy = 1.0 / m->y_scale[0];
+    for (size_t k = 0; k < 8; k++) {
+        il[k] = 1.0 / m->chol[k];
+        dt[k] = LOG_2PI + m->logdet[k];
+    }
+    for (size_t r0 = 0; r0 < nb; r0 += 8 * EM_FLAT_GROUPS)
+        em_flat_rows(m, b, r0, nb - r0 < 8 * EM_FLAT_GROUPS ? nb - r0 : 8 * EM_FLAT_GROUPS, y,
+                     ld_y, il, dt, iy);
+}
+
+#define BLOCK_EM_FLAT_VERSION(SFX, ATTR)                                                        \
+    ATTR static void block_em_flat_##SFX(const moe_model *m, moe_block *b, size_t nb,           \
+                                         const double *y, size_t ld_y) {                        \
+        block_em_flat(m, b, nb, y, ld_y);                                                       \
+    }
+MOE_ISA_VERSIONS(BLOCK_EM_FLAT_VERSION)
+
+void moe_block_forward_isa(int isa, const moe_model *m, const moe_nodes *nd, moe_block *b,
+                           size_t nb, const double *x, size_t ld, const double *y, size_t ld_y,
+                           const int32_t *labels, int fused) {
+    if (!fused || !em_flat(m, y)) {
+        MOE_ISA_CALL(isa, block_gates, m, nd, b, nb, x, ld, 1);
+        moe_block_experts(m, b, nb);
+        MOE_ISA_CALL(isa, block_posterior, m, nd, b, nb, y, ld_y, labels);
+        return;
+    }
+    MOE_ISA_CALL(isa, block_gates, m, nd, b, nb, x, ld, 0);
+    moe_block_experts(m, b, nb);
+    MOE_ISA_CALL(isa, block_em_flat, m, b, nb, y, ld_y);
+}
+
+void moe_block_forward(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
+                       const double *x, size_t ld, const double *y, size_t ld_y,
+                       const int32_t *labels) {
+    moe_block_forward_isa(moe_isa_best(), m, nd, b, nb, x, ld, y, ld_y, labels, 1);
 }

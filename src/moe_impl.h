@@ -296,6 +296,18 @@ void moe_block_experts(const moe_model *m, moe_block *b, size_t nb);
 void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
                          const double *y, size_t ld_y, const int32_t *labels);
 
+/* The E-step's forward pass over a block: moe_block_gates, _experts and
+ * _posterior, with the softmax of a flat gate and the posteriors fused into
+ * one pass over groups of rows where they can be (forward.c: one gate of 8
+ * leaves, one Gaussian target), the same bits in every array those leave.
+ * The _isa form runs the given instruction set, fused or not (tests). */
+void moe_block_forward(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
+                       const double *x, size_t ld, const double *y, size_t ld_y,
+                       const int32_t *labels);
+void moe_block_forward_isa(int isa, const moe_model *m, const moe_nodes *nd, moe_block *b,
+                           size_t nb, const double *x, size_t ld, const double *y, size_t ld_y,
+                           const int32_t *labels, int fused);
+
 /* ---- MLP nodes (nn.c) ------------------------------------------------------ */
 
 /* Layout of a node's network over n_in design columns (arch NULL: linear). */
