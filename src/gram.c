@@ -26,7 +26,10 @@
  * accumulators stay in registers while the loop runs over the block's
  * rows; each tile is added to G once per block. (Two rows per tile, each
  * broadcast u_ib serving both, measured slower on AMD Zen 4: 45 against
- * 35 ns per row at K = 8, q = 12.) Scratch: nb V doubles (one lane
+ * 35 ns per row at K = 8, q = 12.) With z and t given apart (below), the
+ * last three rows, of 3, 2 and 1 columns, are one tile of 6 sums (ztail):
+ * alone, their loops of 1 to 3 chains wait on the fused multiply-add's
+ * latency (28.3 -> 27.6 ns a row at K = 8, q = 12). Scratch: nb V doubles (one lane
  * group's weighted posteriors, row by row). With one target and a row
  * that fits one tile, the design z and the target t are read where they
  * are (moe_gram_accumulate_zt, the same sums), not from copies [z, t].
@@ -60,6 +63,10 @@
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #endif
+
+/* the experts' Gram rows ztail sums in one loop (6 chains: fits every
+ * version's tile) */
+#define ZTAIL_ROWS 3
 
 typedef double gram_v2 __attribute__((vector_size(16)));
 typedef double gram_v4 __attribute__((vector_size(32)));
@@ -200,6 +207,36 @@ typedef double gram_v8 __attribute__((vector_size(64)));
         }                                                                                       \
     }                                                                                           \
                                                                                                 \
+    /* ztile's last R rows a = q - R .. q - 1 (R .. 1 columns) in one loop \
+     * of R (R + 1) / 2 chains (alone, a loop of 1 to 3 chains of fused     \
+     * multiply-adds waits on their latency); the same products and sums.   \
+     * R < q. */                                                             \
+    ATTR static inline __attribute__((always_inline)) void ztail_##SFX(                         \
+        size_t nb, size_t ed, const double *z, const double *t, const double *hw, size_t nl,    \
+        double *G, int R) {                                                                     \
+        VT acc[C];                                                                              \
+        for (int c = 0; c < R * (R + 1) / 2; c++) acc[c] = (VT){0};                             \
+        size_t q = ed + 1, a0 = q - (size_t)R;                                                  \
+        const double *ub = z + a0;                                                              \
+        for (size_t i = 0; i < nb; i++, ub += ed) {                                             \
+            VT h, ha;                                                                           \
+            memcpy(&h, hw + i * V, sizeof h);                                                   \
+            for (int r = 0, c = 0; r < R; r++) {                                                \
+                ha = h * (r < R - 1 ? ub[r] : t[i]);                                            \
+                for (int b = r; b < R - 1; b++, c++) acc[c] = FMA(acc[c], ha, ub[b]);           \
+                acc[c] = FMA(acc[c], ha, t[i]);                                                 \
+                c++;                                                                            \
+            }                                                                                   \
+        }                                                                                       \
+        double s[V];                                                                            \
+        for (int r = 0, c = 0; r < R; r++)                                                      \
+            for (int b = r; b < R; b++, c++) {                                                  \
+                double *g = G + (a0 + (size_t)r) * q + a0 + (size_t)b;                          \
+                memcpy(s, &acc[c], sizeof s);                                                   \
+                for (size_t l = 0; l < nl; l++) g[l * q * q] += s[l];                           \
+            }                                                                                   \
+    }                                                                                           \
+                                                                                                \
     /* A gradient's lane group (V classes from t and p) over the n = d      \
      * columns of z: tile's sums with the residuals w_i (t_ic - p_ic) formed \
      * as residual_lanes forms them, in the loop; lanes below l0 nowhere,    \
@@ -285,9 +322,11 @@ typedef double gram_v8 __attribute__((vector_size(64)));
             size_t nl = K - k0 < V ? K - k0 : V;                                                \
             double *Gk = G + k0 * q * q, *swk = sw ? sw + k0 : NULL;                            \
             weighted_lanes_##SFX(nb, nl, h + k0, ldh, w, hw);                                   \
-            for (size_t a = 0; a < q; a++) {                                                    \
+            size_t na = q > ZTAIL_ROWS ? q - ZTAIL_ROWS : q; /* (the last rows: ztail) */       \
+            for (size_t a = 0; a < na; a++) {                                                   \
                 switch (q - a) { GRAM_CASES_##C(ztile_##SFX, nb, ed, z, t, hw, a, nl, Gk, swk) } \
             }                                                                                   \
+            if (na < q) ztail_##SFX(nb, ed, z, t, hw, nl, Gk, ZTAIL_ROWS);                      \
         }                                                                                       \
     }                                                                                           \
                                                                                                 \
