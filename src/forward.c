@@ -685,11 +685,11 @@ MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, si
             C[g][k] -= sh;
             LP[g][k] = 0.0 + C[g][k];
         }
-        transpose8(R, C[g]);
-        for (size_t l = 0; l < nr[g]; l++) V8_STORE(b->gl + (r0 + 8 * g + l) * K, R[l]);
-        transpose8(R, LP[g]);
+        transpose8(R, C[g]); /* (lp's rows from gl's: 0.0 + v either way) */
         for (size_t l = 0; l < nr[g]; l++) {
             double *lp = b->lp + (r0 + 8 * g + l) * NN;
+            V8_STORE(b->gl + (r0 + 8 * g + l) * K, R[l]);
+            R[l] = 0.0 + R[l];
             lp[0] = 0.0;
             V8_STORE(lp + 1, R[l]);
         }

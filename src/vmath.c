@@ -111,10 +111,10 @@ MOE_ISA_INLINE void gemm_nt_body(size_t m, size_t n, size_t k, const double *A, 
  * with SFX. */
 #define VMATH_VERSION(SFX, ATTR)                                                                \
     ATTR static void vexp_##SFX(double *y, const double *x, size_t n) {                         \
-        for (size_t i = 0; i < n; i++) y[i] = moe_exp_one(x[i]);                                    \
+        for (size_t i = 0; i < n; i++) y[i] = moe_exp_one(x[i]);                                \
     }                                                                                           \
     ATTR static void vlog_##SFX(double *y, const double *x, size_t n) {                         \
-        for (size_t i = 0; i < n; i++) y[i] = moe_log_one(x[i]);                                    \
+        for (size_t i = 0; i < n; i++) y[i] = moe_log_one(x[i]);                                \
     }                                                                                           \
     ATTR static void gemm_nt_##SFX(size_t m, size_t n, size_t k, const double *A, size_t lda,   \
                                    const double *B, size_t ldb, double *C, size_t ldc,          \

@@ -227,9 +227,12 @@ static void test_block_forward(void) {
                     const char *name;
                     const double *a, *c;
                     size_t n;
-                } arr[] = {{"gl", b[0].gl, b[1].gl, nb * GR}, {"gp", b[0].gp, b[1].gp, nb * GR},
-                           {"lp", b[0].lp, b[1].lp, nb * NN}, {"post", b[0].post, b[1].post, nb * NN},
-                           {"tgt", b[0].tgt, b[1].tgt, nb}, {"ll", b[0].ll, b[1].ll, nb},
+                } arr[] = {{"gl", b[0].gl, b[1].gl, nb * GR},
+                           {"gp", b[0].gp, b[1].gp, nb * GR},
+                           {"lp", b[0].lp, b[1].lp, nb * NN},
+                           {"post", b[0].post, b[1].post, nb * NN},
+                           {"tgt", b[0].tgt, b[1].tgt, nb},
+                           {"ll", b[0].ll, b[1].ll, nb},
                            {"ent", b[0].ent, b[1].ent, nb}};
                 for (size_t a = 0; a < sizeof arr / sizeof arr[0]; a++)
                     CHECK(memcmp(arr[a].a, arr[a].c, arr[a].n * sizeof(double)) == 0,
