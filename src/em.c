@@ -202,8 +202,11 @@ static moe_status snapshot(const moe_fit *f, run_state *r) {
     return MOE_STATUS_OK;
 }
 
-/* Load a run state back into the fit (to continue it). */
+/* Load a run state back into the fit (to continue it). Sparse EM's kept
+ * sets, priors and saved gate statistics are of other parameters (a later
+ * step, or another restart's), so its next pass is full. */
 static moe_status restore(moe_fit *f, const run_state *r) {
+    f->sp_have_keep = f->sp_have_prior = 0;
     moe_model *m = f->m;
     size_t K = m->n_leaves, P = m->n_out;
     size_t grows = moe_tree_layout(&m->tree, m->gd, NULL, NULL);
@@ -345,7 +348,6 @@ static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double
             double prev = r->trace[r->n_trace - 1];
             if (!(llo >= prev - 1e-12 * fabs(prev))) {
                 moe_status st = restore(f, r);
-                f->sp_have_keep = f->sp_have_prior = 0; /* sparse EM: start over, full */
                 if (st != MOE_STATUS_OK) return st;
                 memcpy(f->stats, f->stats_prev, f->stat_size * sizeof(double));
                 if (damp < MOE_DAMP_GUARANTEED) {

@@ -249,6 +249,31 @@ static void test_tree_refresh(void) {
     moe_model_free(sp);
 }
 
+/* Restarts with short runs: the best short run is continued from its
+ * parameters, whose kept sets and priors the fit no longer holds (the last
+ * restart's are there), so the continuation's first pass must be full.
+ * (Before: it reused the last restart's and stopped at once, "not
+ * monotone", at -3270.1 after the 7 short iterations.) */
+static void test_short_runs_continue(void) {
+    moe_dataset d = dataset(0);
+    moe_train_params p = params(0, 2);
+    p.n_restarts = 4;
+    p.short_iter = 7;
+    p.sparse_full = 5;
+    p.seed = 1;
+    p.max_iter = 300;
+    moe_model *m = NULL;
+    moe_error err;
+    REQUIRE(moe_train(&d, &p, &m, &err) == MOE_STATUS_OK, "%s", err.message);
+    moe_fit_report r = moe_model_report(m);
+    printf("  4 restarts of 7 iterations, the best continued: %.4f (%d iterations)\n", r.loglik,
+           r.iterations);
+    CHECK(r.iterations > p.short_iter, "not continued: %d iterations", r.iterations);
+    CHECK(monotone(m), "F decreased");
+    CHECK(r.loglik > 966.0, "the continuation ends at %.4f (dense EM: 966.5703)", r.loglik);
+    moe_model_free(m);
+}
+
 static void test_bad_k(void) {
     moe_train_params p = params(0, -1);
     moe_error err;
@@ -268,6 +293,7 @@ int main(void) {
     RUN(test_partial_iterations);
     RUN(test_wide_rows);
     RUN(test_tree_refresh);
+    RUN(test_short_runs_continue);
     RUN(test_bad_k);
     return check_finish();
 }
