@@ -29,10 +29,12 @@
  * 35 ns per row at K = 8, q = 12.) With z and t given apart (below), the
  * last three rows, of 3, 2 and 1 columns, are one tile of 6 sums (ztail):
  * alone, their loops of 1 to 3 chains wait on the fused multiply-add's
- * latency (28.3 -> 27.6 ns a row at K = 8, q = 12). Scratch: nb V doubles (one lane
- * group's weighted posteriors, row by row). With one target and a row
- * that fits one tile, the design z and the target t are read where they
- * are (moe_gram_accumulate_zt, the same sums), not from copies [z, t].
+ * latency (28.3 -> 27.6 ns a row at K = 8, q = 12). Scratch: nb V doubles
+ * (one lane group's weighted posteriors, row by row). With one target and
+ * a row that fits one tile, the design z and the target t are read where
+ * they are (moe_gram_accumulate_zt, the same sums), not from copies
+ * [z, t], and a whole lane group without case weights reads its
+ * posteriors in place, not from a copy (27.6 -> 26.5 ns a row).
  *
  * Determinism: every entry of every tile is acc <- fma(a_i, u_ib, acc) from
  * 0 in row order, a_i = (w_i h_ik) u_ia rounded, then added to G -- the
@@ -185,14 +187,14 @@ typedef double gram_v8 __attribute__((vector_size(64)));
      * (nb x ed) and t (nb, one target): the n = ed + 1 - a columns a .. ed, \
      * the last from t; the same products and sums as tile's. */             \
     ATTR static inline __attribute__((always_inline)) void ztile_##SFX(                         \
-        size_t nb, size_t ed, const double *z, const double *t, const double *hw, size_t a,     \
-        size_t nl, double *G, double *sw, int n) {                                              \
+        size_t nb, size_t ed, const double *z, const double *t, const double *hw, size_t hs,    \
+        size_t a, size_t nl, double *G, double *sw, int n) {                                    \
         VT acc[C];                                                                              \
         for (int c = 0; c < n; c++) acc[c] = (VT){0};                                           \
         const double *ub = z + a;                                                               \
         for (size_t i = 0; i < nb; i++, ub += ed) {                                             \
             VT h;                                                                               \
-            memcpy(&h, hw + i * V, sizeof h);                                                   \
+            memcpy(&h, hw + i * hs, sizeof h);                                                  \
             h *= a < ed ? ub[0] : t[i];                                                         \
             for (int c = 0; c < n - 1; c++) acc[c] = FMA(acc[c], h, ub[c]);                     \
             acc[n - 1] = FMA(acc[n - 1], h, t[i]);                                              \
@@ -212,15 +214,15 @@ typedef double gram_v8 __attribute__((vector_size(64)));
      * multiply-adds waits on their latency); the same products and sums.   \
      * R < q. */                                                             \
     ATTR static inline __attribute__((always_inline)) void ztail_##SFX(                         \
-        size_t nb, size_t ed, const double *z, const double *t, const double *hw, size_t nl,    \
-        double *G, int R) {                                                                     \
+        size_t nb, size_t ed, const double *z, const double *t, const double *hw, size_t hs,    \
+        size_t nl, double *G, int R) {                                                          \
         VT acc[C];                                                                              \
         for (int c = 0; c < R * (R + 1) / 2; c++) acc[c] = (VT){0};                             \
         size_t q = ed + 1, a0 = q - (size_t)R;                                                  \
         const double *ub = z + a0;                                                              \
         for (size_t i = 0; i < nb; i++, ub += ed) {                                             \
             VT h, ha;                                                                           \
-            memcpy(&h, hw + i * V, sizeof h);                                                   \
+            memcpy(&h, hw + i * hs, sizeof h);                                                  \
             for (int r = 0, c = 0; r < R; r++) {                                                \
                 ha = h * (r < R - 1 ? ub[r] : t[i]);                                            \
                 for (int b = r; b < R - 1; b++, c++) acc[c] = FMA(acc[c], ha, ub[b]);           \
@@ -321,12 +323,21 @@ typedef double gram_v8 __attribute__((vector_size(64)));
         for (size_t k0 = 0; k0 < K; k0 += V) {                                                  \
             size_t nl = K - k0 < V ? K - k0 : V;                                                \
             double *Gk = G + k0 * q * q, *swk = sw ? sw + k0 : NULL;                            \
-            weighted_lanes_##SFX(nb, nl, h + k0, ldh, w, hw);                                   \
+            /* a whole lane group without weights: the posteriors in place */                  \
+            const double *hl = h + k0;                                                          \
+            size_t hs = ldh;                                                                    \
+            if (w || nl < V) {                                                                  \
+                weighted_lanes_##SFX(nb, nl, h + k0, ldh, w, hw);                               \
+                hl = hw;                                                                        \
+                hs = V;                                                                         \
+            }                                                                                   \
             size_t na = q > ZTAIL_ROWS ? q - ZTAIL_ROWS : q; /* (the last rows: ztail) */       \
             for (size_t a = 0; a < na; a++) {                                                   \
-                switch (q - a) { GRAM_CASES_##C(ztile_##SFX, nb, ed, z, t, hw, a, nl, Gk, swk) } \
+                switch (q - a) {                                                                \
+                    GRAM_CASES_##C(ztile_##SFX, nb, ed, z, t, hl, hs, a, nl, Gk, swk)           \
+                }                                                                               \
             }                                                                                   \
-            if (na < q) ztail_##SFX(nb, ed, z, t, hw, nl, Gk, ZTAIL_ROWS);                      \
+            if (na < q) ztail_##SFX(nb, ed, z, t, hl, hs, nl, Gk, ZTAIL_ROWS);                  \
         }                                                                                       \
     }                                                                                           \
                                                                                                 \
