@@ -245,8 +245,19 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
     }
 }
 
+/* The statistics a pass writes, a prefix of the layout: sparse EM's kept
+ * and refresh passes leave the gates' slots (which come last) alone, but
+ * for a flat gate's gradient in the cycle's last pass, so they are neither
+ * cleared nor summed (K = 64, D = 32: the gate's Hessian blocks alone are
+ * half the layout). */
+static size_t pass_stats(const moe_fit *f) {
+    if (f->sp_pass == MOE_PASS_FULL) return f->stat_size;
+    return f->sp_gate_part == MOE_GATE_POST ? f->off_ggram[0] : f->off_ggrad[0];
+}
+
 moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
     const moe_source *src = f->src;
+    size_t used = pass_stats(f);
     size_t S = f->n_slabs, CR = f->chunk_rows;
     /* This process holds rows [lo, hi) of the layout; layout row q is row
      * q - lo + row_base of the source. Per-row random draws and the
@@ -261,7 +272,7 @@ moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
         int tid = omp_get_thread_num();
         moe_block *b = &f->blocks[tid];
         double *st = f->slab + s * f->stat_size;
-        memset(st, 0, f->stat_size * sizeof(double));
+        memset(st, 0, used * sizeof(double));
         size_t q0, q1;
         moe_fit_slab_rows(f, s, &q0, &q1);
         for (size_t c0 = q0; c0 < q1; c0 += CR) {
@@ -304,11 +315,12 @@ moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
      * adds its part to zeros), then all add the slabs in the same order. */
     moe_status rs = moe_fit_reduce(f, f->slab, S * f->stat_size, err);
     if (rs != MOE_STATUS_OK) return rs;
-    memcpy(f->stats, f->slab, f->stat_size * sizeof(double));
+    memcpy(f->stats, f->slab, used * sizeof(double));
     for (size_t s = 1; s < S; s++) {
         const double *st = f->slab + s * f->stat_size;
-        for (size_t j = 0; j < f->stat_size; j++) f->stats[j] += st[j];
+        for (size_t j = 0; j < used; j++) f->stats[j] += st[j];
     }
+    memset(f->stats + used, 0, (f->stat_size - used) * sizeof(double));
     if (f->io_failed) {
         if (err) *err = f->io_err;
         return f->io_err.status != MOE_STATUS_OK ? f->io_err.status : MOE_STATUS_IO;
