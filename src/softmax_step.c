@@ -26,7 +26,7 @@
  *     n^2 statistics per slab, O(n^3) to solve;
  *   - larger (a gate with many children), block-diagonal Newton: only the
  *     F diagonal d x d blocks H_cc = sum w p_c (1 - p_c) z z' are kept:
- *     O(S F d^2) to accumulate, F d^2 statistics, O(F d^3) to solve. As
+ *     O(S F d^2) to accumulate (gram.c's kernel, eight children at a time), F d^2 statistics, O(F d^3) to solve. As
  *     H = blockdiag(H_cc) - sum w (p p') (x) z z', the blocks bound the
  *     Hessian from above, so their step is a shortened Newton step: it
  *     ignores the classes' coupling (small when no class dominates) and
