@@ -71,6 +71,13 @@ static int monotone(const moe_model *m) {
     return check_monotone(tr, n < 2048 ? n : 2048, 1e-9) == 0;
 }
 
+/* The trace's last entry: the bound F of the model's parameters. */
+static double last_bound(const moe_model *m) {
+    double tr[2048];
+    size_t n = moe_model_trace(m, tr, 2048);
+    return tr[(n < 2048 ? n : 2048) - 1];
+}
+
 static void test_k_equal_K_is_dense(void) {
     moe_dataset d = dataset(0);
     moe_train_params p = params(0, 0), q = params(0, K_EXP);
@@ -94,9 +101,7 @@ static void test_sparse_regression(void) {
     REQUIRE(moe_train(&d, &p, &a, &err) == MOE_STATUS_OK, "%s", err.message);
     REQUIRE(moe_train(&d, &q, &b, &err) == MOE_STATUS_OK, "%s", err.message);
     moe_fit_report ra = moe_model_report(a), rb = moe_model_report(b);
-    double tr[2048];
-    size_t n = moe_model_trace(b, tr, 2048);
-    double F = tr[(n < 2048 ? n : 2048) - 1];
+    double F = last_bound(b);
     printf("  dense loglik %.4f (%d iterations); sparse k=2: loglik %.4f, bound F %.4f (%d)\n",
            ra.loglik, ra.iterations, rb.loglik, F, rb.iterations);
     CHECK(monotone(b), "sparse EM's bound decreased");
@@ -205,9 +210,7 @@ static void test_wide_rows(void) {
     printf("  7 inputs: dense %.4f (%d iterations), sparse k=2 %.4f (%d)\n", rd.loglik,
            rd.iterations, r1.loglik, r1.iterations);
     CHECK(monotone(one), "F decreased");
-    double tr[2048];
-    size_t n = moe_model_trace(one, tr, 2048);
-    CHECK(tr[(n < 2048 ? n : 2048) - 1] <= r1.loglik + 1e-9 * fabs(r1.loglik),
+    CHECK(last_bound(one) <= r1.loglik + 1e-9 * fabs(r1.loglik),
           "F above the log-likelihood %.9f", r1.loglik);
     moe_model_free(dense);
     moe_model_free(one);
@@ -241,9 +244,7 @@ static void test_tree_refresh(void) {
     printf("  2x4 tree: dense %.4f (%d iterations), sparse k=2, a full iteration in 5: %.4f (%d)\n",
            rd.loglik, rd.iterations, rs.loglik, rs.iterations);
     CHECK(monotone(sp), "F decreased");
-    double tr[2048];
-    size_t n = moe_model_trace(sp, tr, 2048);
-    CHECK(tr[(n < 2048 ? n : 2048) - 1] <= rs.loglik + 1e-9 * fabs(rs.loglik),
+    CHECK(last_bound(sp) <= rs.loglik + 1e-9 * fabs(rs.loglik),
           "F above the log-likelihood %.9f", rs.loglik);
     moe_model_free(dense);
     moe_model_free(sp);
