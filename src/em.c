@@ -230,12 +230,15 @@ static moe_status restore(moe_fit *f, const run_state *r) {
 
 /* One pass of EM. Sparse EM (sparse_em.c) chooses its kind: full every
  * sp_full iterations and whenever the rows' kept leaves are unknown; after
- * a full pass (whose M-step moves the gates) a refresh; kept otherwise. */
-static moe_status em_pass(moe_fit *f, moe_error *err) {
+ * a full pass (whose M-step moves the gates) a refresh; kept otherwise.
+ * Its full passes compute the kept leaves' posteriors alone (sp_lean), but
+ * with want_ll, which gives stats[3] the log-likelihood. */
+static moe_status em_pass(moe_fit *f, int want_ll, moe_error *err) {
     if (!f->sp_keep || !f->sp_have_keep || f->iter % f->sp_full == 0)
         f->sp_pass = MOE_PASS_FULL;
     else
         f->sp_pass = f->sp_have_prior ? MOE_PASS_KEPT : MOE_PASS_REFRESH;
+    f->sp_lean = f->sparse_k && f->sp_pass == MOE_PASS_FULL && !f->init_mode && !want_ll;
     /* A flat tree's gate steps after the cycle's last kept pass (not after
      * the initialisation's pass, whose M-step sets every parameter). */
     int defer = f->sp_defer && !f->init_mode;
@@ -274,7 +277,7 @@ static moe_status em_pass(moe_fit *f, moe_error *err) {
 static moe_status true_loglik(moe_fit *f, run_state *r, double ll_shift, moe_error *err) {
     if (!r->true_stale) return MOE_STATUS_OK;
     f->sp_have_keep = 0;
-    moe_status st = em_pass(f, err);
+    moe_status st = em_pass(f, 1, err);
     if (st != MOE_STATUS_OK) return st;
     r->true_llo = f->stats[3] + ll_shift;
     r->entropy = f->stats[1];
@@ -313,7 +316,7 @@ static moe_status initialise(moe_fit *f, moe_init how, uint64_t seed, moe_error 
         f->init_mode = 1;
         f->init_seed = seed;
     }
-    moe_status st = em_pass(f, err);
+    moe_status st = em_pass(f, 0, err);
     f->init_mode = 0;
     if (st == MOE_STATUS_OK) moe_fit_mstep(f, 0);
     return st;
@@ -334,7 +337,7 @@ static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double
                          moe_error *err) {
     int damp = 0;
     for (;;) {
-        moe_status pst = em_pass(f, err);
+        moe_status pst = em_pass(f, 0, err);
         if (pst != MOE_STATUS_OK) return pst;
         double ll = f->stats[0];
         double llo = ll + ll_shift;
@@ -374,7 +377,7 @@ static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double
         if (damp > 0) damp--;
         if (trace_push(r, llo) != 0) return MOE_STATUS_NO_MEMORY;
         r->loglik = ll;
-        r->true_stale = f->sp_pass != MOE_PASS_FULL;
+        r->true_stale = f->sp_pass != MOE_PASS_FULL || f->sp_lean;
         if (!r->true_stale) r->true_llo = f->stats[3] + ll_shift;
         r->entropy = f->stats[1];
         r->iter = f->iter;

@@ -409,7 +409,7 @@ void moe_block_experts(const moe_model *m, moe_block *b, size_t nb) {
 /* moe_block_posterior, compiled once per instruction set. */
 MOE_ISA_INLINE void block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b,
                                     size_t nb, const double *y, size_t ld_y,
-                                    const int32_t *labels) {
+                                    const int32_t *labels, int joint_only) {
     size_t K = m->n_leaves, P = m->n_out, C = m->n_cls, NN = nd->n_nodes, G = m->n_gates;
     double *il = b->invl, *iy = b->invl + K * P;
     for (size_t k = 0; k < K; k++)
@@ -473,6 +473,7 @@ MOE_ISA_INLINE void block_posterior(const moe_model *m, const moe_nodes *nd, moe
         }
         for (size_t k = 0; k < K; k++) lj[k] = lp[G + k] + ldi[k];
     }
+    if (joint_only) return; /* (moe_block_logjoint) */
     /* Their max over the leaves (kept in ll until the row is finished), and
      * ex = lj - max, exponentiated below, in ld (the densities are no longer
      * needed). A loop of its own: read back in the loop that stored them,
@@ -546,14 +547,19 @@ MOE_ISA_INLINE void block_posterior(const moe_model *m, const moe_nodes *nd, moe
 #define BLOCK_POSTERIOR_VERSION(SFX, ATTR)                                                      \
     ATTR static void block_posterior_##SFX(const moe_model *m, const moe_nodes *nd,             \
                                            moe_block *b, size_t nb, const double *y,            \
-                                           size_t ld_y, const int32_t *labels) {                \
-        block_posterior(m, nd, b, nb, y, ld_y, labels);                                         \
+                                           size_t ld_y, const int32_t *labels, int jo) {        \
+        block_posterior(m, nd, b, nb, y, ld_y, labels, jo);                                     \
     }
 MOE_ISA_VERSIONS(BLOCK_POSTERIOR_VERSION)
 
 void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
                          const double *y, size_t ld_y, const int32_t *labels) {
-    MOE_ISA_CALL(moe_isa_best(), block_posterior, m, nd, b, nb, y, ld_y, labels);
+    MOE_ISA_CALL(moe_isa_best(), block_posterior, m, nd, b, nb, y, ld_y, labels, 0);
+}
+
+void moe_block_logjoint(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
+                        const double *y, size_t ld_y, const int32_t *labels) {
+    MOE_ISA_CALL(moe_isa_best(), block_posterior, m, nd, b, nb, y, ld_y, labels, 1);
 }
 
 /* ---- the E-step's rows with one flat gate of 8 ---------------------------
@@ -785,7 +791,7 @@ void moe_block_forward_isa(int isa, const moe_model *m, const moe_nodes *nd, moe
     if (!fused || !em_flat(m, y)) {
         MOE_ISA_CALL(isa, block_gates, m, nd, b, nb, x, ld, 1);
         moe_block_experts(m, b, nb);
-        MOE_ISA_CALL(isa, block_posterior, m, nd, b, nb, y, ld_y, labels);
+        MOE_ISA_CALL(isa, block_posterior, m, nd, b, nb, y, ld_y, labels, 0);
         return;
     }
     MOE_ISA_CALL(isa, block_gates, m, nd, b, nb, x, ld, 0);

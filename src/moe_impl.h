@@ -295,6 +295,12 @@ void moe_block_experts(const moe_model *m, moe_block *b, size_t nb);
  * labels. Needs moe_block_gates and moe_block_experts. */
 void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
                          const double *y, size_t ld_y, const int32_t *labels);
+/* Its first part only (sparse EM's full pass, which needs no posterior of
+ * most leaves): each leaf's log joint, log prior + log-density, in the
+ * leaves' posterior slots (post + n_gates), tgt as there (ld: scratch);
+ * the gates' slots, ll and ent untouched. */
+void moe_block_logjoint(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
+                        const double *y, size_t ld_y, const int32_t *labels);
 
 /* The E-step's forward pass over a block: moe_block_gates, _experts and
  * _posterior, with the softmax of a flat gate and the posteriors fused into
@@ -523,6 +529,11 @@ struct moe_fit {
     int sp_pass;
     int sp_have_keep;          /* sp_keep holds the kept leaves of a full pass */
     int sp_have_prior;         /* sp_lprior holds the current gates' priors */
+    /* A full pass that computes the kept leaves' posteriors alone, from the
+     * log joints (moe_block_logjoint, moe_sparse_keep): k exps a row, not
+     * K; its stats[3] is F, not the log-likelihood (EM asks for a pass with
+     * sp_lean 0 for that). */
+    int sp_lean;
     /* Flat trees (one gate, whose posterior is 1 on every row): the gate
      * steps once a cycle, after the last kept pass, from the full pass's
      * statistics of the gate alone (saved in sp_gsave: the gate's slots,
@@ -607,12 +618,13 @@ void moe_sparse_flush(const moe_fit *f, size_t tid, double *st);
  * multiply-adds where moe_gram_fused(isa) says so, then added. Entries
  * below the diagonal may be written too. */
 /* moe_sparse_keep's choice on a given instruction set (-1 when this
- * machine lacks it): the k largest of h[0 .. K-1] (k <= K; posteriors:
- * numbers >= 0, NaN or -inf) into top, largest first, ties to the lower
- * index, NaNs and -inf never; vals[r] =
- * h[top[r]]. The chosen entries of h become -inf. Returns how many it
- * chose (fewer than k when the rest are NaN or -inf). */
-int moe_sparse_topk_isa(int isa, double *h, size_t K, size_t k, size_t *top, double *vals);
+ * machine lacks it): the k largest of h[0 .. K-1] (k <= K) above lo into
+ * top, largest first, ties to the lower index; NaNs and values <= lo
+ * never (posteriors: numbers >= 0, NaN or -inf, with lo = -1; log joints:
+ * lo = -inf); vals[r] = h[top[r]]. The chosen entries of h become -inf.
+ * Returns how many it chose (fewer than k when the rest are NaN or <= lo). */
+int moe_sparse_topk_isa(int isa, double *h, size_t K, size_t k, double lo, size_t *top,
+                        double *vals);
 
 int moe_sparse_runs_isa(int isa, size_t K, size_t q, const size_t *cnt, const size_t *roff,
                         const double *ws, const double *u, double *eg);

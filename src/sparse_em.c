@@ -57,25 +57,27 @@ static size_t parent(const moe_fit *f, size_t c) {
 typedef double v8d __attribute__((vector_size(64))); /* GCC's vector extension */
 typedef int64_t v8l __attribute__((vector_size(64)));
 
-/* The row's k largest of h[0 .. K-1] into top, largest first, ties to the
- * lower index (NaNs never chosen; when fewer than k are numbers, the
- * first unchosen leaves fill the rest): k rounds of a vectorised argmax
+/* The row's k largest of h[0 .. K-1] above lo into top, largest first,
+ * ties to the lower index (NaNs and values <= lo never chosen: posteriors
+ * take lo = -1, log joints -inf; when fewer than k are chosen, the caller
+ * fills the rest with the first unchosen leaves): k rounds of a vectorised argmax
  * (each lane keeps its largest value and that value's first index, in
  * two interleaved chains; a NaN never replaces the running max), each
  * chosen leaf then set to -inf (h is overwritten afterwards); vals[r]
  * receives h[top[r]]. Compares only: the same on every instruction set.
- * Returns how many were numbers. */
+ * Returns how many it chose. */
 #define ARGMAX_STEP(m, ix, a, jv)                                                               \
     do {                                                                                        \
         v8l gt_ = (v8l)((a) > (m));                                                             \
         (m) = (v8d)(((v8l)(a) & gt_) | ((v8l)(m) & ~gt_));                                      \
         (ix) = ((jv) & gt_) | ((ix) & ~gt_);                                                    \
     } while (0)
-MOE_ISA_INLINE size_t topk_body(double *h, size_t K, size_t k, size_t *top, double *vals) {
+MOE_ISA_INLINE size_t topk_body(double *h, size_t K, size_t k, double lo, size_t *top,
+                                double *vals) {
     const v8l lane = {0, 1, 2, 3, 4, 5, 6, 7};
     size_t n = 0;
     for (; n < k; n++) {
-        v8d m0 = {-1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0}, m1 = m0, a;
+        v8d m0 = {lo, lo, lo, lo, lo, lo, lo, lo}, m1 = m0, a;
         v8l i0 = lane, i1 = lane;
         size_t j = 0;
         for (; j + 16 <= K; j += 16) {
@@ -84,7 +86,7 @@ MOE_ISA_INLINE size_t topk_body(double *h, size_t K, size_t k, size_t *top, doub
             memcpy(&a, h + j + 8, sizeof a);
             ARGMAX_STEP(m1, i1, a, lane + (int64_t)(j + 8));
         }
-        double best = -1.0;
+        double best = lo;
         size_t bi = K;
         for (size_t l = 0; l < 8; l++) { /* the lanes' winners, then the rest */
             if (m0[l] > best || (m0[l] == best && (size_t)i0[l] < bi)) {
@@ -101,7 +103,7 @@ MOE_ISA_INLINE size_t topk_body(double *h, size_t K, size_t k, size_t *top, doub
                 best = h[j];
                 bi = j;
             }
-        if (!(best > -1.0)) break; /* only NaNs (or -inf) left */
+        if (!(best > lo)) break; /* only NaNs (or values <= lo) left */
         top[n] = bi;
         vals[n] = best;
         h[bi] = -INFINITY;
@@ -109,57 +111,124 @@ MOE_ISA_INLINE size_t topk_body(double *h, size_t K, size_t k, size_t *top, doub
     return n;
 }
 #define TOPK_VERSION(name, attr)                                                                \
-    attr static size_t topk_##name(double *h, size_t K, size_t k, size_t *top, double *vals) {  \
-        return topk_body(h, K, k, top, vals);                                                   \
+    attr static size_t topk_##name(double *h, size_t K, size_t k, double lo, size_t *top,      \
+                                   double *vals) {                                              \
+        return topk_body(h, K, k, lo, top, vals);                                               \
     }
 MOE_ISA_VERSIONS(TOPK_VERSION)
 
-int moe_sparse_topk_isa(int isa, double *h, size_t K, size_t k, size_t *top, double *vals) {
+int moe_sparse_topk_isa(int isa, double *h, size_t K, size_t k, double lo, size_t *top,
+                        double *vals) {
     if (!moe_isa_has(isa)) return -1;
-    return (int)MOE_ISA_CALL(isa, topk, h, K, k, top, vals);
+    return (int)MOE_ISA_CALL(isa, topk, h, K, k, lo, top, vals);
+}
+
+/* Fill top[n .. k-1] with the first leaves not in top[0 .. n-1] (rows
+ * with fewer than k leaves to choose: NaN or -inf), their values v. */
+static void fill_top(size_t K, size_t k, size_t n, size_t *top, double *vals, const double *v) {
+    for (size_t j = 0; n < k && j < K; j++) {
+        size_t r = 0;
+        while (r < n && top[r] != j) r++;
+        if (r == n) {
+            vals[n] = v ? v[j] : -INFINITY;
+            top[n++] = j;
+        }
+    }
+}
+
+/* Row i's kept leaves top[0 .. k-1] with posteriors h: the leaves' and the
+ * gates' posterior slots (the gates' the kept leaves' sums along their
+ * paths; the other leaves 0), and with f->sp_keep the row's state for the
+ * passes that follow (its kept leaves and their log priors). */
+static void keep_row(const moe_fit *f, moe_block *b, size_t i, size_t row, const size_t *top,
+                     const double *h) {
+    const moe_model *m = f->m;
+    size_t K = m->n_leaves, NN = f->nd.n_nodes, G = m->n_gates, k = f->sparse_k;
+    double *post = b->post + i * NN;
+    memset(post, 0, (G + K) * sizeof(double));
+    for (size_t r = 0; r < k; r++) post[G + top[r]] = h[r];
+    for (size_t r = 0; r < k; r++)
+        for (size_t c = G + top[r]; c > 0;) {
+            c = parent(f, c);
+            post[c] += h[r];
+        }
+    if (f->sp_keep) {
+        int32_t *ks = f->sp_keep + (row + i) * k;
+        double *lp = f->sp_lprior + (row + i) * k;
+        for (size_t r = 0; r < k; r++) {
+            ks[r] = (int32_t)top[r];
+            lp[r] = b->lp[i * NN + G + top[r]];
+        }
+    }
+}
+
+/* moe_sparse_keep from the leaves' log joints (moe_fit.sp_lean): the k
+ * largest log joints, their posteriors exp(lj - max) / sum over the kept
+ * leaves, F_i = max + log sum in b->ll (lmass 0): k exps a row, not K. */
+static void keep_joint(const moe_fit *f, moe_block *b, size_t nb, size_t row, double *lmass,
+                       size_t *kept, double *hk) {
+    const moe_model *m = f->m;
+    size_t K = m->n_leaves, NN = f->nd.n_nodes, G = m->n_gates, k = f->sparse_k;
+    double *lk = b->ld; /* the kept log joints; ld is moe_block_logjoint's scratch (K > k) */
+    int isa = moe_isa_best();
+    for (size_t i = 0; i < nb; i++) {
+        double *lj = b->post + i * NN + G, *l = lk + i * k, *h = hk + i * k;
+        size_t *top = kept + i * k;
+        size_t n = (size_t)moe_sparse_topk_isa(isa, lj, K, k, -INFINITY, top, l);
+        lmass[i] = 0.0;
+        if (n == 0) {
+            /* No leaf gives the target any density: the posteriors fall back
+             * to the k largest priors, renormalised; the row's F is -inf. */
+            memcpy(lj, b->lp + i * NN + G, K * sizeof(double));
+            n = (size_t)moe_sparse_topk_isa(isa, lj, K, k, -INFINITY, top, l);
+            lmass[i] = -INFINITY;
+        }
+        fill_top(K, k, n, top, l, NULL);
+        for (size_t r = 0; r < k; r++) h[r] = n > 0 ? l[r] - l[0] : 0.0;
+    }
+    /* exp and log over the block at once (vmath.c); log h = lj - F_i, so
+     * the entropy -sum h log h needs no log */
+    moe_vexp(hk, hk, nb * k);
+    for (size_t i = 0; i < nb; i++) {
+        double s = 0.0;
+        for (size_t r = 0; r < k; r++) s += hk[i * k + r];
+        b->ent[i] = s;
+    }
+    moe_vlog(b->ll, b->ent, nb);
+    for (size_t i = 0; i < nb; i++) {
+        double *h = hk + i * k, *l = lk + i * k, inv = 1.0 / b->ent[i], fi = l[0] + b->ll[i];
+        double e = 0.0;
+        for (size_t r = 0; r < k; r++) {
+            h[r] *= inv;
+            if (h[r] > 0.0) e -= h[r] * (l[r] - fi);
+        }
+        b->ent[i] = e;
+        b->ll[i] = isfinite(lmass[i]) ? fi : -INFINITY;
+        keep_row(f, b, i, row, kept + i * k, h);
+    }
 }
 
 void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, double *lmass,
                      size_t *kept, double *hk) {
+    if (f->sp_lean) {
+        keep_joint(f, b, nb, row, lmass, kept, hk);
+        return;
+    }
     const moe_model *m = f->m;
     size_t K = m->n_leaves, NN = f->nd.n_nodes, G = m->n_gates, k = f->sparse_k;
     double *lh = b->ld, *ms = b->ld + nb * k; /* free after the posteriors (K > k) */
     int isa = moe_isa_best();
     for (size_t i = 0; i < nb; i++) {
-        double *post = b->post + i * NN, *h = post + G, *val = hk + i * k;
+        double *h = b->post + i * NN + G, *val = hk + i * k;
         size_t *top = kept + i * k;
-        size_t n = (size_t)moe_sparse_topk_isa(isa, h, K, k, top, val);
-        for (size_t j = 0; n < k && j < K; j++) { /* NaN posteriors: any leaves */
-            size_t r = 0;
-            while (r < n && top[r] != j) r++;
-            if (r == n) {
-                val[n] = h[j];
-                top[n++] = j;
-            }
-        }
+        size_t n = (size_t)moe_sparse_topk_isa(isa, h, K, k, -1.0, top, val);
+        fill_top(K, k, n, top, val, h); /* NaN posteriors: any leaves */
         double mass = 0.0;
         for (size_t r = 0; r < k; r++) mass += val[r];
         double inv = mass > 0.0 ? 1.0 / mass : 0.0;
         for (size_t r = 0; r < k; r++) val[r] *= inv;
-        memset(h, 0, K * sizeof(double));
-        for (size_t r = 0; r < k; r++) h[top[r]] = hk[i * k + r];
-        /* The gates' posteriors: the kept leaves' sums along their paths
-         * (the other leaves are 0). */
-        memset(post, 0, G * sizeof(double));
-        for (size_t r = 0; r < k; r++)
-            for (size_t c = G + top[r]; c > 0;) {
-                c = parent(f, c);
-                post[c] += hk[i * k + r];
-            }
         ms[i] = mass;
-        if (f->sp_keep) { /* the rows' state for the passes that follow */
-            int32_t *ks = f->sp_keep + (row + i) * k;
-            double *lp = f->sp_lprior + (row + i) * k;
-            for (size_t r = 0; r < k; r++) {
-                ks[r] = (int32_t)top[r];
-                lp[r] = b->lp[i * NN + G + top[r]];
-            }
-        }
+        keep_row(f, b, i, row, top, val);
     }
     /* The kept mass's log and the kept posteriors' entropy, with the logs of
      * the whole block at once (vmath.c). */
@@ -556,7 +625,31 @@ void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t 
     for (size_t p = 0; p < P && p < 64; p++) iy[p] = 1.0 / m->y_scale[p];
     double *mxr = a.mx; /* the rows' largest log joint, then F */
     int in_u = m->task == MOE_TASK_REGRESSION && f->sp_pass != MOE_PASS_REFRESH;
-    for (size_t i = 0; i < nb; i++) {
+    /* One target (the common case) has a loop of its own: the general loop
+     * below without its inner loops, with each expert's 1 / sd and
+     * LOG_2PI + log det once a block (in ld, free in this pass), not a
+     * division a pair; the same operations on the same values. */
+    int one = m->task == MOE_TASK_REGRESSION && P == 1;
+    double *il = b->ld, *dt = b->ld + m->n_leaves;
+    for (size_t j = 0; j < m->n_leaves && one; j++) {
+        il[j] = 1.0 / m->chol[j];
+        dt[j] = LOG_2PI + m->logdet[j];
+    }
+    for (size_t i = 0; i < nb && one; i++) {
+        double *ui = u + i * q;
+        const double *ze = in_u ? ui : b->ze + i * ed;
+        if (!in_u) memcpy(ui, ze, ed * sizeof(double));
+        double t = ui[ed] = (v->y[(i0 + i) * v->ld_y] - m->y_mean[0]) * iy[0];
+        double mx = -INFINITY, *l = lj + i * k;
+        for (size_t r = 0; r < k; r++) {
+            size_t j = kept[i * k + r];
+            double s = (t - dot(m->coef + j * ed, ze, ed)) * il[j];
+            l[r] = lpr[i * k + r] + -0.5 * (dt[j] + s * s);
+            if (l[r] > mx) mx = l[r];
+        }
+        mxr[i] = mx;
+    }
+    for (size_t i = 0; i < nb && !one; i++) {
         double *ui = u + i * q;
         const double *ze = in_u ? ui : b->ze + i * ed;
         if (!in_u) memcpy(ui, ze, ed * sizeof(double));
@@ -590,8 +683,10 @@ void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t 
             if (l[r] > mx) mx = l[r];
         }
         mxr[i] = mx;
-        for (size_t r = 0; r < k; r++) hk[i * k + r] = isfinite(mx) ? l[r] - mx : 0.0;
     }
+    for (size_t i = 0; i < nb; i++) /* (a loop of its own: the maxes' loads do not stall) */
+        for (size_t r = 0; r < k; r++)
+            hk[i * k + r] = isfinite(mxr[i]) ? lj[i * k + r] - mxr[i] : 0.0;
     if (m->task == MOE_TASK_CLASSIFICATION) moe_vexp(pk, pk, nb * k * C);
     /* Posteriors over the kept leaves: exp and log over the block at once
      * (vmath.c); F_i = max + log sum, and the entropy -sum h log h needs no

@@ -125,22 +125,27 @@ static void test_topk_versions(void) {
     moe_rng_seed(&r, 7);
     size_t cases = 0;
     for (size_t ik = 0; ik < sizeof Ks / sizeof Ks[0]; ik++)
-        for (int kind = 0; kind < 5; kind++)
+        for (int kind = 0; kind < 7; kind++)
             for (size_t k = 1; k <= Ks[ik] && k <= 5; k++) {
                 size_t K = Ks[ik];
                 for (size_t j = 0; j < K; j++) {
                     double u = moe_rng_uniform(&r);
-                    /* kind 0 distinct, 1 few distinct values (ties), 2 zeros and
-                     * NaNs, 3 all NaN but one, 4 -inf and ties */
+                    /* posteriors (floor -1): kind 0 distinct, 1 few distinct
+                     * values (ties), 2 zeros and NaNs, 3 all NaN but one, 4 -inf
+                     * and ties; log joints (floor -inf): 5 negative with ties,
+                     * -inf and NaNs, 6 as 4 */
                     h[j] = kind == 0 ? u : kind == 1 ? (double)(moe_rng_next(&r) % 3) / 4.0
                          : kind == 2 ? (u < 0.3 ? NAN : u < 0.6 ? 0.0 : u)
                          : kind == 3 ? (j == K / 2 ? u : NAN)
+                         : kind == 5 ? (u < 0.2 ? -INFINITY : u < 0.3 ? NAN
+                                        : -1e3 * (double)(moe_rng_next(&r) % 5) - u * (u < 0.6))
                                      : (u < 0.5 ? -INFINITY : 0.5);
                 }
+                double lo = kind >= 5 ? -INFINITY : -1.0;
                 size_t nr = topk_ref(h, K, k, ref);
                 for (int isa = MOE_ISA_BASE; isa <= MOE_ISA_AVX512; isa++) {
                     memcpy(hc, h, K * sizeof *h);
-                    int n = moe_sparse_topk_isa(isa, hc, K, k, top, vals);
+                    int n = moe_sparse_topk_isa(isa, hc, K, k, lo, top, vals);
                     if (n < 0) continue;
                     int ok = (size_t)n == nr;
                     for (size_t t = 0; ok && t < nr; t++)
