@@ -251,22 +251,29 @@ void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, doub
  * sum apart (libm's fma would be a hundred times slower) and its bits
  * differ in the last places, as gram.c's do (which says more). */
 #if defined(FP_FAST_FMA)
-#define TILE_FMA(acc, a, v)                                                                    \
-    for (size_t l_ = 0; l_ < 8; l_++) (acc)[l_] = fma((a), (v)[l_], (acc)[l_])
+#define TILE_FMA(acc, a, v, W)                                                                 \
+    for (size_t l_ = 0; l_ < (W); l_++) (acc)[l_] = fma((a), (v)[l_], (acc)[l_])
 #else
-#define TILE_FMA(acc, a, v) (acc) += (a) * (v)
+#define TILE_FMA(acc, a, v, W) (acc) += (a) * (v)
 #endif
-static inline void tile_base(size_t n, const size_t *ro, const double *w, const double *u,
-                             size_t c0, const size_t *ar, double *out) {
-    v8d acc[4] = {{0.0}, {0.0}, {0.0}, {0.0}}, v;
-    for (size_t s = 0; s < n; s++) {
-        const double *us = u + ro[s];
-        memcpy(&v, us + c0, sizeof v);
-        v = w[s] * v;
-        for (size_t r = 0; r < 4; r++) TILE_FMA(acc[r], us[ar[r]], v);
+/* tile_base, and tile4_base: the same over 4 columns c0 .. c0 + 3 (out[r
+ * 8 + l], l < 4), the last column block of a Gram whose width leaves at
+ * most 4 columns there, at half the vector work of an 8-column tile. */
+typedef double v4d __attribute__((vector_size(32)));
+#define TILE_BASE(name, vt, W)                                                                  \
+    static inline void name(size_t n, const size_t *ro, const double *w, const double *u,       \
+                            size_t c0, const size_t *ar, double *out) {                         \
+        vt acc[4] = {{0.0}, {0.0}, {0.0}, {0.0}}, v;                                            \
+        for (size_t s = 0; s < n; s++) {                                                        \
+            const double *us = u + ro[s];                                                       \
+            memcpy(&v, us + c0, sizeof v);                                                      \
+            v = w[s] * v;                                                                       \
+            for (size_t r = 0; r < 4; r++) TILE_FMA(acc[r], us[ar[r]], v, W);                   \
+        }                                                                                       \
+        for (size_t r = 0; r < 4; r++) memcpy(out + 8 * r, &acc[r], sizeof acc[r]);            \
     }
-    memcpy(out, acc, sizeof acc);
-}
+TILE_BASE(tile_base, v8d, 8)
+TILE_BASE(tile4_base, v4d, 4)
 #if MOE_ISA_X86
 __attribute__((target("avx2,fma"))) static inline void tile_avx2(size_t n, const size_t *ro,
                                                                  const double *w,
@@ -303,6 +310,26 @@ __attribute__((target("avx512f"))) static inline void tile_avx512(size_t n, cons
     }
     for (size_t r = 0; r < 8; r++) _mm512_storeu_pd(out + 8 * r, acc[r]);
 }
+/* The 4-column tiles (tile4_base's) in 256-bit registers, of 4 rows for
+ * AVX2 and 8 for AVX-512 (AMD's Zen 4 runs a 512-bit multiply-add as two
+ * 256-bit halves, so the narrow tile costs half; every AVX-512 machine has
+ * FMA). */
+#define TILE4_YMM(name, isa, R)                                                                 \
+    __attribute__((target(isa))) static void name(size_t n, const size_t *ro, const double *w,   \
+                                                  const double *u, size_t c0, const size_t *ar, \
+                                                  double *out) {                                \
+        __m256d acc[R];                                                                         \
+        for (size_t r = 0; r < (R); r++) acc[r] = _mm256_setzero_pd();                          \
+        for (size_t s = 0; s < n; s++) {                                                        \
+            const double *us = u + ro[s];                                                       \
+            __m256d v = _mm256_mul_pd(_mm256_set1_pd(w[s]), _mm256_loadu_pd(us + c0));          \
+            for (size_t r = 0; r < (R); r++)                                                    \
+                acc[r] = _mm256_fmadd_pd(_mm256_set1_pd(us[ar[r]]), v, acc[r]);                 \
+        }                                                                                       \
+        for (size_t r = 0; r < (R); r++) _mm256_storeu_pd(out + 8 * r, acc[r]);                 \
+    }
+TILE4_YMM(tile4_avx2, "avx2,fma", 4)
+TILE4_YMM(tile4_avx512, "avx512f,fma", 8)
 #endif
 
 /* The experts' Gram matrices from the kept pairs sorted by expert: for
@@ -315,10 +342,11 @@ __attribute__((target("avx512f"))) static inline void tile_avx512(size_t n, cons
  * (q >= 8; narrower Grams take the plain loop). The lower triangle's
  * entries a tile covers are written too, and never read. Compiled per
  * instruction set with its tile function. */
+typedef void (*tile_fn)(size_t, const size_t *, const double *, const double *, size_t,
+                        const size_t *, double *);
 MOE_ISA_INLINE void runs_body(size_t K, size_t q, const size_t *cnt, const size_t *roff,
                               const double *ws, const double *u, double *eg, size_t tr, int fused,
-                              void (*tile)(size_t, const size_t *, const double *,
-                                           const double *, size_t, const size_t *, double *)) {
+                              tile_fn tile, tile_fn tile4) {
     double out[64];
     for (size_t j = 0, s0 = 0; j < K; s0 = cnt[j], j++) {
         size_t n = cnt[j] - s0;
@@ -343,15 +371,16 @@ MOE_ISA_INLINE void runs_body(size_t K, size_t q, const size_t *cnt, const size_
             for (size_t r = 0; r < tr; r++) ar[r] = a0 + r < q ? a0 + r : q - 1;
             size_t nr = q - a0 < tr ? q - a0 : tr;
             for (size_t c = a0 / 8 * 8; c < q; c += 8) {
-                size_t c0 = c + 8 <= q ? c : q - 8;
-                tile(n, ro, w, u, c0, ar, out);
+                size_t wd = q - c <= 4 ? 4 : 8; /* the last block's width */
+                size_t c0 = c + wd <= q ? c : q - wd;
+                (wd == 4 ? tile4 : tile)(n, ro, w, u, c0, ar, out);
                 double *Gt = G + a0 * q + c0;
-                if (c == c0) { /* whole rows of 8: a vector loop */
+                if (c == c0 && wd == 8) { /* whole rows of 8: a vector loop */
                     for (size_t r = 0; r < nr; r++)
                         for (size_t l = 0; l < 8; l++) Gt[r * q + l] += out[8 * r + l];
                 } else {
                     for (size_t r = 0; r < nr; r++)
-                        for (size_t l = c - c0; l < 8; l++) Gt[r * q + l] += out[8 * r + l];
+                        for (size_t l = c - c0; l < wd; l++) Gt[r * q + l] += out[8 * r + l];
                 }
             }
         }
@@ -360,7 +389,8 @@ MOE_ISA_INLINE void runs_body(size_t K, size_t q, const size_t *cnt, const size_
 #define RUNS_VERSION(name, attr)                                                                \
     attr static void runs_##name(size_t K, size_t q, const size_t *cnt, const size_t *roff,     \
                                  const double *ws, const double *u, double *eg) {               \
-        runs_body(K, q, cnt, roff, ws, u, eg, TR_##name, FUSED_##name, tile_##name);          \
+        runs_body(K, q, cnt, roff, ws, u, eg, TR_##name, FUSED_##name, tile_##name,            \
+                  tile4_##name);                                                                \
     }
 enum { TR_base = 4, TR_avx2 = 4, TR_avx512 = 8 };
 #if defined(FP_FAST_FMA)
@@ -549,6 +579,7 @@ static void standardise(const moe_model *m, const size_t *ec, size_t ne, double 
     for (size_t i = 0; i < nb; i++) {
         const double *xi = x + i * ld;
         double *ze = dst + i * ds;
+        __builtin_prefetch(x + (i + 32) * ld);
         ze[0] = 1.0;
         if (ident)
             for (size_t j = 0; j < ne; j++) ze[1 + j] = (xi[j] - mean[j]) * ie[j];
