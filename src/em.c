@@ -331,11 +331,16 @@ static moe_status initialise(moe_fit *f, moe_init how, uint64_t seed, moe_error 
  * back and the step is retried with half the length, down to a step that
  * Boehning's bound guarantees (moe_softmax_step); so the log-likelihood
  * never decreases while most iterations cost one pass. The damping level
- * carries over, relaxed by one halving per accepted iteration. */
+ * carries over, relaxed by one halving per accepted softmax step: per
+ * accepted iteration, but in sparse EM of a flat tree with Gaussian
+ * experts, whose gate steps once a cycle and whose other M-steps have no
+ * softmax to damp (relaxed at every iteration, the level would be back to
+ * a full Newton step at every gate step, and each halving its step needs
+ * again would cost a full pass). */
 static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double ll_shift,
                          const moe_train_params *p, int restart, int short_run, int resume,
                          moe_error *err) {
-    int damp = 0;
+    int damp = 0, soft = 1; /* soft: the last M-step moved a softmax */
     for (;;) {
         moe_status pst = em_pass(f, 0, err);
         if (pst != MOE_STATUS_OK) return pst;
@@ -374,7 +379,7 @@ static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double
         /* Accepted. The next step starts one halving shorter than this one
          * needed, so a hard stretch does not pay for its retries again at
          * every iteration. */
-        if (damp > 0) damp--;
+        if (damp > 0 && soft) damp--;
         if (trace_push(r, llo) != 0) return MOE_STATUS_NO_MEMORY;
         r->loglik = ll;
         r->true_stale = f->sp_pass != MOE_PASS_FULL || f->sp_lean;
@@ -400,6 +405,8 @@ static moe_status run_em(moe_fit *f, run_state *r, int until, double tol, double
         moe_status st = snapshot(f, r);
         if (st != MOE_STATUS_OK) return st;
         memcpy(f->stats_prev, f->stats, f->stat_size * sizeof(double));
+        soft = f->m->task == MOE_TASK_CLASSIFICATION || !f->sp_defer ||
+               f->sp_gate_part == MOE_GATE_POST || f->sp_gate_part == MOE_GATE_WHOLE;
         moe_fit_mstep(f, damp);
         f->iter++;
     }
