@@ -330,6 +330,36 @@ __attribute__((target("avx512f"))) static inline void tile_avx512(size_t n, cons
     }
 TILE4_YMM(tile4_avx2, "avx2,fma", 4)
 TILE4_YMM(tile4_avx512, "avx512f,fma", 8)
+TILE4_YMM(tile4s_avx512, "avx512f,fma", 4) /* a last row block of at most 4 rows */
+/* An 8-column tile at c0 and the narrow one at c4 over the same rows in one
+ * pass over the run (a Gram 9 to 12 columns wide from c0): each row's
+ * element broadcast once for both. The same sums as the two tiles'. */
+__attribute__((target("avx512f,fma"))) static void tile12_avx512(size_t n, const size_t *ro,
+                                                                 const double *w,
+                                                                 const double *u, size_t c0,
+                                                                 size_t c4, const size_t *ar,
+                                                                 double *out, double *out4) {
+    __m512d acc[8];
+    __m256d acc4[8];
+    for (size_t r = 0; r < 8; r++) {
+        acc[r] = _mm512_setzero_pd();
+        acc4[r] = _mm256_setzero_pd();
+    }
+    for (size_t s = 0; s < n; s++) {
+        const double *us = u + ro[s];
+        __m512d v = _mm512_mul_pd(_mm512_set1_pd(w[s]), _mm512_loadu_pd(us + c0));
+        __m256d v4 = _mm256_mul_pd(_mm256_set1_pd(w[s]), _mm256_loadu_pd(us + c4));
+        for (size_t r = 0; r < 8; r++) {
+            double a = us[ar[r]];
+            acc[r] = _mm512_fmadd_pd(_mm512_set1_pd(a), v, acc[r]);
+            acc4[r] = _mm256_fmadd_pd(_mm256_set1_pd(a), v4, acc4[r]);
+        }
+    }
+    for (size_t r = 0; r < 8; r++) {
+        _mm512_storeu_pd(out + 8 * r, acc[r]);
+        _mm256_storeu_pd(out4 + 8 * r, acc4[r]);
+    }
+}
 #endif
 
 /* The experts' Gram matrices from the kept pairs sorted by expert: for
@@ -344,10 +374,24 @@ TILE4_YMM(tile4_avx512, "avx512f,fma", 8)
  * instruction set with its tile function. */
 typedef void (*tile_fn)(size_t, const size_t *, const double *, const double *, size_t,
                         const size_t *, double *);
+#define TILE12_PAIR(name, tile, tile4)                                                          \
+    static void name(size_t n, const size_t *ro, const double *w, const double *u, size_t c0,  \
+                     size_t c4, const size_t *ar, double *out, double *out4) {                  \
+        tile(n, ro, w, u, c0, ar, out);                                                         \
+        tile4(n, ro, w, u, c4, ar, out4);                                                       \
+    }
+TILE12_PAIR(tile12_base, tile_base, tile4_base)
+#if MOE_ISA_X86
+TILE12_PAIR(tile12_avx2, tile_avx2, tile4_avx2)
+#define tile4s_avx2 tile4_avx2
+#endif
+#define tile4s_base tile4_base
+typedef void (*tile12_fn)(size_t, const size_t *, const double *, const double *, size_t, size_t,
+                          const size_t *, double *, double *);
 MOE_ISA_INLINE void runs_body(size_t K, size_t q, const size_t *cnt, const size_t *roff,
                               const double *ws, const double *u, double *eg, size_t tr, int fused,
-                              tile_fn tile, tile_fn tile4) {
-    double out[64];
+                              tile_fn tile, tile_fn tile4, tile_fn tile4s, tile12_fn tile12) {
+    double out[64], out4[64];
     for (size_t j = 0, s0 = 0; j < K; s0 = cnt[j], j++) {
         size_t n = cnt[j] - s0;
         const size_t *ro = roff + s0;
@@ -371,9 +415,18 @@ MOE_ISA_INLINE void runs_body(size_t K, size_t q, const size_t *cnt, const size_
             for (size_t r = 0; r < tr; r++) ar[r] = a0 + r < q ? a0 + r : q - 1;
             size_t nr = q - a0 < tr ? q - a0 : tr;
             for (size_t c = a0 / 8 * 8; c < q; c += 8) {
+                if (q - c > 8 && q - c <= 12) { /* the last two blocks at once */
+                    tile12(n, ro, w, u, c, q - 4, ar, out, out4);
+                    double *Gt = G + a0 * q + c, *G4 = G + a0 * q + q - 4;
+                    for (size_t r = 0; r < nr; r++) {
+                        for (size_t l = 0; l < 8; l++) Gt[r * q + l] += out[8 * r + l];
+                        for (size_t l = c + 12 - q; l < 4; l++) G4[r * q + l] += out4[8 * r + l];
+                    }
+                    break;
+                }
                 size_t wd = q - c <= 4 ? 4 : 8; /* the last block's width */
                 size_t c0 = c + wd <= q ? c : q - wd;
-                (wd == 4 ? tile4 : tile)(n, ro, w, u, c0, ar, out);
+                (wd == 8 ? tile : nr <= 4 ? tile4s : tile4)(n, ro, w, u, c0, ar, out);
                 double *Gt = G + a0 * q + c0;
                 if (c == c0 && wd == 8) { /* whole rows of 8: a vector loop */
                     for (size_t r = 0; r < nr; r++)
@@ -390,7 +443,7 @@ MOE_ISA_INLINE void runs_body(size_t K, size_t q, const size_t *cnt, const size_
     attr static void runs_##name(size_t K, size_t q, const size_t *cnt, const size_t *roff,     \
                                  const double *ws, const double *u, double *eg) {               \
         runs_body(K, q, cnt, roff, ws, u, eg, TR_##name, FUSED_##name, tile_##name,            \
-                  tile4_##name);                                                                \
+                  tile4_##name, tile4s_##name, tile12_##name);                                  \
     }
 enum { TR_base = 4, TR_avx2 = 4, TR_avx512 = 8 };
 #if defined(FP_FAST_FMA)
