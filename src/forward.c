@@ -242,6 +242,19 @@ MOE_ISA_INLINE void run_mul(double *y, const double *x, size_t n, double s) {
     for (; c < n; c++) y[c] = x[c] * s;
 }
 
+/* y[c] = exp(y[c]) for c < n, each y[c] at most 0 or NaN (a value minus
+ * its set's max), as version isa computes it (vmath_impl.h, the bits of
+ * moe_vexp_isa's), and y[c] = log(y[c]), vectorised. (In place: GCC 12
+ * leaves the loop scalar when it writes another local array than it
+ * reads.) */
+MOE_ISA_INLINE void exp_n(double *y, size_t n, int isa) {
+    moe_exp_n(isa, y, y, n, 1);
+}
+
+MOE_ISA_INLINE void log_n(double *y, size_t n, int isa) {
+    moe_log_n(isa, y, y, n);
+}
+
 /* Ask for row i + PREFETCH_ROWS of the rows x (leading dimension ld): a
  * pass streams the rows from memory once, and they arrive in cache a few
  * dozen rows before the standardisation reads them (asked for a whole
@@ -310,10 +323,10 @@ const double *moe_block_zg(const moe_model *m, const moe_block *b) {
     return m->gnet.n_hidden == 0 && gates_share_columns(m) ? b->ze : b->zg;
 }
 
-/* moe_block_gates, compiled once per instruction set (the same bits on
- * each: vmath.c says why). */
+/* moe_block_gates, compiled once per instruction set (isa: which, for the
+ * exps it takes; vmath.c says why). */
 MOE_ISA_INLINE void block_gates(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
-                                const double *x, size_t ld, int softmax) {
+                                const double *x, size_t ld, int softmax, int isa) {
     size_t gd = m->gd, NN = nd->n_nodes;
     /* Multiply by reciprocals: a division per element costs as much as the
      * rest of the standardisation. */
@@ -351,7 +364,7 @@ MOE_ISA_INLINE void block_gates(const moe_model *m, const moe_nodes *nd, moe_blo
             mx[i * G + g] = run_max(b->gl + o, nc);
             run_sub(b->gp + o, b->gl + o, nc, mx[i * G + g]);
         }
-    moe_vexp(b->gp, b->gp, nb * GR);
+    exp_n(b->gp, nb * GR, isa);
     /* The sums in order, as topk.c's (a top-k gate keeping every child
      * gives these bits). */
     for (size_t g = 0; g < G; g++)
@@ -361,7 +374,7 @@ MOE_ISA_INLINE void block_gates(const moe_model *m, const moe_nodes *nd, moe_blo
             run_mul(pr, pr, nc, 1.0 / s);
             sm[i * G + g] = s;
         }
-    moe_vlog(sm, sm, nb * G);
+    log_n(sm, nb * G, isa);
     for (size_t i = 0; i < nb; i++) b->lp[i * NN] = 0.0;
     for (size_t g = 0; g < G; g++) /* parents first: lp[g] is set before its children's */
         for (size_t i = 0, nc = m->gate_nch[g]; i < nb; i++) {
@@ -385,7 +398,7 @@ MOE_ISA_INLINE void block_gates(const moe_model *m, const moe_nodes *nd, moe_blo
 #define BLOCK_GATES_VERSION(SFX, ATTR)                                                          \
     ATTR static void block_gates_##SFX(const moe_model *m, const moe_nodes *nd, moe_block *b,   \
                                        size_t nb, const double *x, size_t ld, int softmax) {    \
-        block_gates(m, nd, b, nb, x, ld, softmax);                                              \
+        block_gates(m, nd, b, nb, x, ld, softmax, MOE_ISA_ID(SFX));                             \
     }
 MOE_ISA_VERSIONS(BLOCK_GATES_VERSION)
 
@@ -406,10 +419,11 @@ void moe_block_experts(const moe_model *m, moe_block *b, size_t nb) {
             for (size_t k = 0; k < K; k++) moe_log_softmax(b->eo + (i * K + k) * R, R);
 }
 
-/* moe_block_posterior, compiled once per instruction set. */
+/* moe_block_posterior, compiled once per instruction set (isa as
+ * block_gates). */
 MOE_ISA_INLINE void block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b,
                                     size_t nb, const double *y, size_t ld_y,
-                                    const int32_t *labels) {
+                                    const int32_t *labels, int isa) {
     size_t K = m->n_leaves, P = m->n_out, C = m->n_cls, NN = nd->n_nodes, G = m->n_gates;
     double *il = b->invl, *iy = b->invl + K * P;
     for (size_t k = 0; k < K; k++)
@@ -488,13 +502,13 @@ MOE_ISA_INLINE void block_posterior(const moe_model *m, const moe_nodes *nd, moe
     /* h_k = exp(lj_k - mx) / s with one exp per leaf, exp and log over the
      * whole block at once (vmath.c); then log h_k = lj_k - l, so the
      * entropy -sum h log h needs no log. ent holds s, then log s. */
-    moe_vexp(b->ld, b->ld, nb * K);
+    exp_n(b->ld, nb * K, isa);
     for (size_t i = 0; i < nb; i++) {
         double *ex = b->ld + i * K, s = run_sum(ex, K);
         run_mul(ex, ex, K, 1.0 / s);
         b->ent[i] = s;
     }
-    moe_vlog(b->ent, b->ent, nb);
+    log_n(b->ent, nb, isa);
     for (size_t i = 0; i < nb; i++) {
         double *lp = b->lp + i * NN, *post = b->post + i * NN;
         double *lj = post + G, *ex = b->ld + i * K;
@@ -547,7 +561,7 @@ MOE_ISA_INLINE void block_posterior(const moe_model *m, const moe_nodes *nd, moe
     ATTR static void block_posterior_##SFX(const moe_model *m, const moe_nodes *nd,             \
                                            moe_block *b, size_t nb, const double *y,            \
                                            size_t ld_y, const int32_t *labels) {                \
-        block_posterior(m, nd, b, nb, y, ld_y, labels);                                         \
+        block_posterior(m, nd, b, nb, y, ld_y, labels, MOE_ISA_ID(SFX));                        \
     }
 MOE_ISA_VERSIONS(BLOCK_POSTERIOR_VERSION)
 
@@ -575,17 +589,6 @@ static int em_flat(const moe_model *m, const double *y) {
     return m->task == MOE_TASK_REGRESSION && y && m->n_out == 1 && !m->log_var &&
            m->enet.n_hidden == 0 && m->gnet.n_hidden == 0 && m->top_k == 0 &&
            m->n_gates == 1 && m->n_leaves == 8 && m->gate_nch[0] == 8;
-}
-
-/* y[c] = exp(y[c]) and log for c < n, vectorised (vmath_impl.h). (In
- * place: GCC 12 leaves the loop scalar when it writes another local array
- * than it reads.) */
-MOE_ISA_INLINE void exp_n(double *y, size_t n) {
-    for (size_t c = 0; c < n; c++) y[c] = moe_exp_one(y[c]);
-}
-
-MOE_ISA_INLINE void log_n(double *y, size_t n) {
-    for (size_t c = 0; c < n; c++) y[c] = moe_log_one(y[c]);
 }
 
 /* lanes i0..i7 of a and b (i < 8: a's lane i, else b's lane i - 8) */
@@ -641,7 +644,7 @@ MOE_ISA_INLINE void cols_sum(v8d *s, const v8d *c) {
 #endif
 MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, size_t n,
                                  const double *y, size_t ld_y, const double *il,
-                                 const double *dt, double iy) {
+                                 const double *dt, double iy, int isa) {
     enum { K = 8, NN = 9, NG = EM_FLAT_GROUPS };
     size_t ng = (n + 7) / 8, ri[NG][8], nr[NG];
     /* the rows, the last repeated past n (computed, not stored) */
@@ -662,7 +665,7 @@ MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, si
             V8_STORE(a + 64 * g + 8 * k, v);
         }
     }
-    exp_n(a, 64 * ng);
+    exp_n(a, 64 * ng, isa);
     for (size_t g = 0; g < ng; g++) {
         v8d s = V8_SPLAT(0.0), e[8];
         for (int k = 0; k < 8; k++) {
@@ -675,7 +678,7 @@ MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, si
         for (size_t l = 0; l < nr[g]; l++) V8_STORE(b->gp + (r0 + 8 * g + l) * K, R[l]);
         V8_STORE(ls + 8 * g, s);
     }
-    log_n(ls, 8 * ng);
+    log_n(ls, 8 * ng, isa);
     /* log-softmax and log priors; the log joints, their max */
     for (size_t g = 0; g < ng; g++) {
         v8d sh, t;
@@ -715,7 +718,7 @@ MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, si
         }
     }
     /* the posteriors' exps, sums and logs */
-    exp_n(a, 64 * ng);
+    exp_n(a, 64 * ng, isa);
     for (size_t g = 0; g < ng; g++) {
         v8d s;
         for (int k = 0; k < 8; k++) V8_LOAD(C[g][k], a + 64 * g + 8 * k);
@@ -724,7 +727,7 @@ MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, si
         for (int k = 0; k < 8; k++) C[g][k] = C[g][k] * inv;
         V8_STORE(ls + 8 * g, s);
     }
-    log_n(ls, 8 * ng);
+    log_n(ls, 8 * ng, isa);
     /* log-likelihoods, entropies (h log h summed as run_sum sums, 0 log 0
      * = 0), posteriors */
     for (size_t g = 0; g < ng; g++) {
@@ -761,7 +764,7 @@ MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, si
 }
 
 MOE_ISA_INLINE void block_em_flat(const moe_model *m, moe_block *b, size_t nb, const double *y,
-                                  size_t ld_y) {
+                                  size_t ld_y, int isa) {
     double il[8], dt[8], iy = 1.0 / m->y_scale[0];
     for (size_t k = 0; k < 8; k++) {
         il[k] = 1.0 / m->chol[k];
@@ -769,13 +772,13 @@ MOE_ISA_INLINE void block_em_flat(const moe_model *m, moe_block *b, size_t nb, c
     }
     for (size_t r0 = 0; r0 < nb; r0 += 8 * EM_FLAT_GROUPS)
         em_flat_rows(m, b, r0, nb - r0 < 8 * EM_FLAT_GROUPS ? nb - r0 : 8 * EM_FLAT_GROUPS, y,
-                     ld_y, il, dt, iy);
+                     ld_y, il, dt, iy, isa);
 }
 
 #define BLOCK_EM_FLAT_VERSION(SFX, ATTR)                                                        \
     ATTR static void block_em_flat_##SFX(const moe_model *m, moe_block *b, size_t nb,           \
                                          const double *y, size_t ld_y) {                        \
-        block_em_flat(m, b, nb, y, ld_y);                                                       \
+        block_em_flat(m, b, nb, y, ld_y, MOE_ISA_ID(SFX));                                      \
     }
 MOE_ISA_VERSIONS(BLOCK_EM_FLAT_VERSION)
 
