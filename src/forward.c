@@ -272,6 +272,14 @@ MOE_ISA_INLINE void prefetch_next_row(const double *x, size_t ld, size_t i) {
     for (; p < hi; p += 64) __builtin_prefetch((const void *)p);
 }
 
+/* Ask for rows i0 .. i0 + n - 1 of x (leading dimension ld) into L2, one
+ * request per cache line: the next block's rows while this one is worked
+ * on. */
+MOE_ISA_INLINE void prefetch_rows_l2(const double *x, size_t ld, size_t i0, size_t n) {
+    uintptr_t lo = (uintptr_t)(x + i0 * ld) & ~(uintptr_t)63, hi = (uintptr_t)(x + (i0 + n) * ld);
+    for (uintptr_t p = lo; p < hi; p += 64) __builtin_prefetch((const void *)p, 0, 2);
+}
+
 /* z (nb x (1 + n)): the intercept, then (x_c - mean_c) inv_j for the n
  * columns c = cols[j] of the rows x (leading dimension ld), prefetching the
  * next block's rows when pf. Consecutive columns (the usual case) are read
@@ -643,8 +651,8 @@ MOE_ISA_INLINE void cols_sum(v8d *s, const v8d *c) {
 #define EM_FLAT_GROUPS 4
 #endif
 MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, size_t n,
-                                 const double *y, size_t ld_y, const double *il,
-                                 const double *dt, double iy, int isa) {
+                                 const double *x, size_t ld, const double *y, size_t ld_y,
+                                 const double *il, const double *dt, double iy, int isa) {
     enum { K = 8, NN = 9, NG = EM_FLAT_GROUPS };
     size_t ng = (n + 7) / 8, ri[NG][8], nr[NG];
     /* the rows, the last repeated past n (computed, not stored) */
@@ -657,6 +665,7 @@ MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, si
     double a[NG * 64], ls[NG * 8];
     /* the gate: max, exps, the sum in order, probabilities, log sum */
     for (size_t g = 0; g < ng; g++) {
+        prefetch_rows_l2(x, ld, r0 + 8 * g + MOE_BLOCK_ROWS, nr[g]);
         for (int l = 0; l < 8; l++) V8_LOAD(R[l], b->gl + ri[g][l] * K);
         transpose8(C[g], R);
         cols_max(&gm[g], C[g]);
@@ -677,6 +686,7 @@ MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, si
         transpose8(R, e);
         for (size_t l = 0; l < nr[g]; l++) V8_STORE(b->gp + (r0 + 8 * g + l) * K, R[l]);
         V8_STORE(ls + 8 * g, s);
+        prefetch_rows_l2(y, ld_y, r0 + 8 * g + MOE_BLOCK_ROWS, nr[g]);
     }
     log_n(ls, 8 * ng, isa);
     /* log-softmax and log priors; the log joints, their max */
@@ -763,22 +773,24 @@ MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, si
     }
 }
 
-MOE_ISA_INLINE void block_em_flat(const moe_model *m, moe_block *b, size_t nb, const double *y,
-                                  size_t ld_y, int isa) {
+MOE_ISA_INLINE void block_em_flat(const moe_model *m, moe_block *b, size_t nb, const double *x,
+                                  size_t ld, const double *y, size_t ld_y, int isa) {
     double il[8], dt[8], iy = 1.0 / m->y_scale[0];
     for (size_t k = 0; k < 8; k++) {
         il[k] = 1.0 / m->chol[k];
         dt[k] = LOG_2PI + m->logdet[k];
     }
-    for (size_t r0 = 0; r0 < nb; r0 += 8 * EM_FLAT_GROUPS)
-        em_flat_rows(m, b, r0, nb - r0 < 8 * EM_FLAT_GROUPS ? nb - r0 : 8 * EM_FLAT_GROUPS, y,
-                     ld_y, il, dt, iy, isa);
+    for (size_t r0 = 0; r0 < nb; r0 += 8 * EM_FLAT_GROUPS) {
+        size_t n = nb - r0 < 8 * EM_FLAT_GROUPS ? nb - r0 : 8 * EM_FLAT_GROUPS;
+        em_flat_rows(m, b, r0, n, x, ld, y, ld_y, il, dt, iy, isa);
+    }
 }
 
 #define BLOCK_EM_FLAT_VERSION(SFX, ATTR)                                                        \
     ATTR static void block_em_flat_##SFX(const moe_model *m, moe_block *b, size_t nb,           \
-                                         const double *y, size_t ld_y) {                        \
-        block_em_flat(m, b, nb, y, ld_y, MOE_ISA_ID(SFX));                                      \
+                                         const double *x, size_t ld, const double *y,           \
+                                         size_t ld_y) {                                         \
+        block_em_flat(m, b, nb, x, ld, y, ld_y, MOE_ISA_ID(SFX));                               \
     }
 MOE_ISA_VERSIONS(BLOCK_EM_FLAT_VERSION)
 
@@ -793,7 +805,7 @@ void moe_block_forward_isa(int isa, const moe_model *m, const moe_nodes *nd, moe
     }
     MOE_ISA_CALL(isa, block_gates, m, nd, b, nb, x, ld, 0);
     moe_block_experts(m, b, nb);
-    MOE_ISA_CALL(isa, block_em_flat, m, b, nb, y, ld_y);
+    MOE_ISA_CALL(isa, block_em_flat, m, b, nb, x, ld, y, ld_y);
 }
 
 void moe_block_forward(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
