@@ -139,9 +139,12 @@ static void linear_map(const moe_model *m, moe_block *b, size_t nb, size_t n, si
                        const double *z, const double *W, double *out) {
     if (n <= 64 && k <= 64 && n * k <= moe_block_scratch_size(m))
         moe_gemm_nt(nb, n, k, z, k, W, k, out, n, b->scr);
-    else
+    else {
+        int omp = moe_blas_local_begin();
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)n, (int)k, 1.0, z,
                     (int)k, W, (int)k, 0.0, out, (int)n);
+        moe_blas_local_end(omp);
+    }
 }
 
 /* ---- runs of doubles in vectors of 8 lanes -------------------------------

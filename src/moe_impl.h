@@ -184,6 +184,20 @@ typedef struct moe_blas_saved {
 moe_blas_saved moe_blas_serial_begin(void);
 void moe_blas_serial_end(moe_blas_saved s);
 
+/* OpenBLAS's OpenMP build (0.3.21 here) sizes its calls' threads by
+ * omp_get_max_threads() whatever openblas_set_num_threads said (dpotrf
+ * resets that count to it), so outside an active parallel region of moe's
+ * (the M-step's solves, a pass on one thread) the setting above does not
+ * hold: a gate's Newton solve of 77 unknowns (K = 8, D = 10) ran the
+ * threaded dpotrf, whose last bits follow OMP_NUM_THREADS, and whose
+ * helper threads, on a loaded 2-core machine, made an iteration 3x slower
+ * (the main thread spinning at their barrier). The calls that may split
+ * run between moe_blas_local_begin, which sets the calling thread's
+ * OpenMP count to 1 and returns the old one, and moe_blas_local_end, which
+ * puts it back (a per-thread setting: other threads are not affected). */
+int moe_blas_local_begin(void);
+void moe_blas_local_end(int omp);
+
 /* ---- small numerics ------------------------------------------------------- */
 
 /* log(sum(exp(v[0..n-1]))) without overflow; -inf for n == 0 or all -inf. */
