@@ -344,7 +344,11 @@ MOE_ISA_INLINE void block_gates(const moe_model *m, const moe_nodes *nd, moe_blo
     double *ie = b->inv, *ig = b->inv + m->n_ecols;
     for (size_t j = 0; j < m->n_ecols; j++) ie[j] = 1.0 / m->x_scale[m->ecols[j]];
     for (size_t j = 0; j < m->n_gcols; j++) ig[j] = 1.0 / m->x_scale[m->gcols[j]];
-    standardise(m, nb, x, ld, m->ecols, m->n_ecols, ie, b->ze, 1);
+    /* Prefetching rows 64 ahead, but for the fused E-step rows (softmax
+     * 0), which ask for the next block's rows into L2 (block_em_flat):
+     * there the hardware streams them on to L1 and the requests are
+     * redundant (about 1% of the pass). */
+    standardise(m, nb, x, ld, m->ecols, m->n_ecols, ie, b->ze, softmax);
     /* Gates on the experts' columns (the default) get the same numbers:
      * linear ones read them in ze (moe_block_zg), MLP ones from a copy. */
     const double *zg = moe_block_zg(m, b);
