@@ -139,9 +139,12 @@ static void linear_map(const moe_model *m, moe_block *b, size_t nb, size_t n, si
                        const double *z, const double *W, double *out) {
     if (n <= 64 && k <= 64 && n * k <= moe_block_scratch_size(m))
         moe_gemm_nt(nb, n, k, z, k, W, k, out, n, b->scr);
-    else
+    else {
+        int omp = moe_blas_local_begin();
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)n, (int)k, 1.0, z,
                     (int)k, W, (int)k, 0.0, out, (int)n);
+        moe_blas_local_end(omp);
+    }
 }
 
 /* ---- runs of doubles in vectors of 8 lanes -------------------------------
@@ -242,6 +245,19 @@ MOE_ISA_INLINE void run_mul(double *y, const double *x, size_t n, double s) {
     for (; c < n; c++) y[c] = x[c] * s;
 }
 
+/* y[c] = exp(y[c]) for c < n, each y[c] at most 0 or NaN (a value minus
+ * its set's max), as version isa computes it (vmath_impl.h, the bits of
+ * moe_vexp_isa's), and y[c] = log(y[c]), vectorised. (In place: GCC 12
+ * leaves the loop scalar when it writes another local array than it
+ * reads.) */
+MOE_ISA_INLINE void exp_n(double *y, size_t n, int isa) {
+    moe_exp_n(isa, y, y, n, 1);
+}
+
+MOE_ISA_INLINE void log_n(double *y, size_t n, int isa) {
+    moe_log_n(isa, y, y, n);
+}
+
 /* Ask for row i + PREFETCH_ROWS of the rows x (leading dimension ld): a
  * pass streams the rows from memory once, and they arrive in cache a few
  * dozen rows before the standardisation reads them (asked for a whole
@@ -257,6 +273,14 @@ MOE_ISA_INLINE void prefetch_next_row(const double *x, size_t ld, size_t i) {
     uintptr_t lo = (uintptr_t)x + (i + PREFETCH_ROWS) * lb, hi = lo + lb;
     uintptr_t p = i == 0 ? lo & ~(uintptr_t)63 : (lo + 63) & ~(uintptr_t)63;
     for (; p < hi; p += 64) __builtin_prefetch((const void *)p);
+}
+
+/* Ask for rows i0 .. i0 + n - 1 of x (leading dimension ld) into L2, one
+ * request per cache line: the next block's rows while this one is worked
+ * on. */
+MOE_ISA_INLINE void prefetch_rows_l2(const double *x, size_t ld, size_t i0, size_t n) {
+    uintptr_t lo = (uintptr_t)(x + i0 * ld) & ~(uintptr_t)63, hi = (uintptr_t)(x + (i0 + n) * ld);
+    for (uintptr_t p = lo; p < hi; p += 64) __builtin_prefetch((const void *)p, 0, 2);
 }
 
 /* z (nb x (1 + n)): the intercept, then (x_c - mean_c) inv_j for the n
@@ -310,17 +334,21 @@ const double *moe_block_zg(const moe_model *m, const moe_block *b) {
     return m->gnet.n_hidden == 0 && gates_share_columns(m) ? b->ze : b->zg;
 }
 
-/* moe_block_gates, compiled once per instruction set (the same bits on
- * each: vmath.c says why). */
+/* moe_block_gates, compiled once per instruction set (isa: which, for the
+ * exps it takes; vmath.c says why). */
 MOE_ISA_INLINE void block_gates(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
-                                const double *x, size_t ld, int softmax) {
+                                const double *x, size_t ld, int softmax, int isa) {
     size_t gd = m->gd, NN = nd->n_nodes;
     /* Multiply by reciprocals: a division per element costs as much as the
      * rest of the standardisation. */
     double *ie = b->inv, *ig = b->inv + m->n_ecols;
     for (size_t j = 0; j < m->n_ecols; j++) ie[j] = 1.0 / m->x_scale[m->ecols[j]];
     for (size_t j = 0; j < m->n_gcols; j++) ig[j] = 1.0 / m->x_scale[m->gcols[j]];
-    standardise(m, nb, x, ld, m->ecols, m->n_ecols, ie, b->ze, 1);
+    /* Prefetching rows 64 ahead, but for the fused E-step rows (softmax
+     * 0), which ask for the next block's rows into L2 (block_em_flat):
+     * there the hardware streams them on to L1 and the requests are
+     * redundant (about 1% of the pass). */
+    standardise(m, nb, x, ld, m->ecols, m->n_ecols, ie, b->ze, softmax);
     /* Gates on the experts' columns (the default) get the same numbers:
      * linear ones read them in ze (moe_block_zg), MLP ones from a copy. */
     const double *zg = moe_block_zg(m, b);
@@ -351,7 +379,7 @@ MOE_ISA_INLINE void block_gates(const moe_model *m, const moe_nodes *nd, moe_blo
             mx[i * G + g] = run_max(b->gl + o, nc);
             run_sub(b->gp + o, b->gl + o, nc, mx[i * G + g]);
         }
-    moe_vexp(b->gp, b->gp, nb * GR);
+    exp_n(b->gp, nb * GR, isa);
     /* The sums in order, as topk.c's (a top-k gate keeping every child
      * gives these bits). */
     for (size_t g = 0; g < G; g++)
@@ -361,7 +389,7 @@ MOE_ISA_INLINE void block_gates(const moe_model *m, const moe_nodes *nd, moe_blo
             run_mul(pr, pr, nc, 1.0 / s);
             sm[i * G + g] = s;
         }
-    moe_vlog(sm, sm, nb * G);
+    log_n(sm, nb * G, isa);
     for (size_t i = 0; i < nb; i++) b->lp[i * NN] = 0.0;
     for (size_t g = 0; g < G; g++) /* parents first: lp[g] is set before its children's */
         for (size_t i = 0, nc = m->gate_nch[g]; i < nb; i++) {
@@ -385,7 +413,7 @@ MOE_ISA_INLINE void block_gates(const moe_model *m, const moe_nodes *nd, moe_blo
 #define BLOCK_GATES_VERSION(SFX, ATTR)                                                          \
     ATTR static void block_gates_##SFX(const moe_model *m, const moe_nodes *nd, moe_block *b,   \
                                        size_t nb, const double *x, size_t ld, int softmax) {    \
-        block_gates(m, nd, b, nb, x, ld, softmax);                                              \
+        block_gates(m, nd, b, nb, x, ld, softmax, MOE_ISA_ID(SFX));                             \
     }
 MOE_ISA_VERSIONS(BLOCK_GATES_VERSION)
 
@@ -406,10 +434,11 @@ void moe_block_experts(const moe_model *m, moe_block *b, size_t nb) {
             for (size_t k = 0; k < K; k++) moe_log_softmax(b->eo + (i * K + k) * R, R);
 }
 
-/* moe_block_posterior, compiled once per instruction set. */
+/* moe_block_posterior, compiled once per instruction set (isa as
+ * block_gates). */
 MOE_ISA_INLINE void block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b,
                                     size_t nb, const double *y, size_t ld_y,
-                                    const int32_t *labels, int joint_only) {
+                                    const int32_t *labels, int joint_only, int isa) {
     size_t K = m->n_leaves, P = m->n_out, C = m->n_cls, NN = nd->n_nodes, G = m->n_gates;
     double *il = b->invl, *iy = b->invl + K * P;
     for (size_t k = 0; k < K; k++)
@@ -489,13 +518,13 @@ MOE_ISA_INLINE void block_posterior(const moe_model *m, const moe_nodes *nd, moe
     /* h_k = exp(lj_k - mx) / s with one exp per leaf, exp and log over the
      * whole block at once (vmath.c); then log h_k = lj_k - l, so the
      * entropy -sum h log h needs no log. ent holds s, then log s. */
-    moe_vexp(b->ld, b->ld, nb * K);
+    exp_n(b->ld, nb * K, isa);
     for (size_t i = 0; i < nb; i++) {
         double *ex = b->ld + i * K, s = run_sum(ex, K);
         run_mul(ex, ex, K, 1.0 / s);
         b->ent[i] = s;
     }
-    moe_vlog(b->ent, b->ent, nb);
+    log_n(b->ent, nb, isa);
     for (size_t i = 0; i < nb; i++) {
         double *lp = b->lp + i * NN, *post = b->post + i * NN;
         double *lj = post + G, *ex = b->ld + i * K;
@@ -548,7 +577,7 @@ MOE_ISA_INLINE void block_posterior(const moe_model *m, const moe_nodes *nd, moe
     ATTR static void block_posterior_##SFX(const moe_model *m, const moe_nodes *nd,             \
                                            moe_block *b, size_t nb, const double *y,            \
                                            size_t ld_y, const int32_t *labels, int jo) {        \
-        block_posterior(m, nd, b, nb, y, ld_y, labels, jo);                                     \
+        block_posterior(m, nd, b, nb, y, ld_y, labels, jo, MOE_ISA_ID(SFX));                    \
     }
 MOE_ISA_VERSIONS(BLOCK_POSTERIOR_VERSION)
 
@@ -581,17 +610,6 @@ static int em_flat(const moe_model *m, const double *y) {
     return m->task == MOE_TASK_REGRESSION && y && m->n_out == 1 && !m->log_var &&
            m->enet.n_hidden == 0 && m->gnet.n_hidden == 0 && m->top_k == 0 &&
            m->n_gates == 1 && m->n_leaves == 8 && m->gate_nch[0] == 8;
-}
-
-/* y[c] = exp(y[c]) and log for c < n, vectorised (vmath_impl.h). (In
- * place: GCC 12 leaves the loop scalar when it writes another local array
- * than it reads.) */
-MOE_ISA_INLINE void exp_n(double *y, size_t n) {
-    for (size_t c = 0; c < n; c++) y[c] = moe_exp_one(y[c]);
-}
-
-MOE_ISA_INLINE void log_n(double *y, size_t n) {
-    for (size_t c = 0; c < n; c++) y[c] = moe_log_one(y[c]);
 }
 
 /* lanes i0..i7 of a and b (i < 8: a's lane i, else b's lane i - 8) */
@@ -646,8 +664,8 @@ MOE_ISA_INLINE void cols_sum(v8d *s, const v8d *c) {
 #define EM_FLAT_GROUPS 4
 #endif
 MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, size_t n,
-                                 const double *y, size_t ld_y, const double *il,
-                                 const double *dt, double iy) {
+                                 const double *x, size_t ld, const double *y, size_t ld_y,
+                                 const double *il, const double *dt, double iy, int isa) {
     enum { K = 8, NN = 9, NG = EM_FLAT_GROUPS };
     size_t ng = (n + 7) / 8, ri[NG][8], nr[NG];
     /* the rows, the last repeated past n (computed, not stored) */
@@ -660,6 +678,7 @@ MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, si
     double a[NG * 64], ls[NG * 8];
     /* the gate: max, exps, the sum in order, probabilities, log sum */
     for (size_t g = 0; g < ng; g++) {
+        prefetch_rows_l2(x, ld, r0 + 8 * g + MOE_BLOCK_ROWS, nr[g]);
         for (int l = 0; l < 8; l++) V8_LOAD(R[l], b->gl + ri[g][l] * K);
         transpose8(C[g], R);
         cols_max(&gm[g], C[g]);
@@ -668,7 +687,7 @@ MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, si
             V8_STORE(a + 64 * g + 8 * k, v);
         }
     }
-    exp_n(a, 64 * ng);
+    exp_n(a, 64 * ng, isa);
     for (size_t g = 0; g < ng; g++) {
         v8d s = V8_SPLAT(0.0), e[8];
         for (int k = 0; k < 8; k++) {
@@ -680,8 +699,9 @@ MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, si
         transpose8(R, e);
         for (size_t l = 0; l < nr[g]; l++) V8_STORE(b->gp + (r0 + 8 * g + l) * K, R[l]);
         V8_STORE(ls + 8 * g, s);
+        prefetch_rows_l2(y, ld_y, r0 + 8 * g + MOE_BLOCK_ROWS, nr[g]);
     }
-    log_n(ls, 8 * ng);
+    log_n(ls, 8 * ng, isa);
     /* log-softmax and log priors; the log joints, their max */
     for (size_t g = 0; g < ng; g++) {
         v8d sh, t;
@@ -721,7 +741,7 @@ MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, si
         }
     }
     /* the posteriors' exps, sums and logs */
-    exp_n(a, 64 * ng);
+    exp_n(a, 64 * ng, isa);
     for (size_t g = 0; g < ng; g++) {
         v8d s;
         for (int k = 0; k < 8; k++) V8_LOAD(C[g][k], a + 64 * g + 8 * k);
@@ -730,7 +750,7 @@ MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, si
         for (int k = 0; k < 8; k++) C[g][k] = C[g][k] * inv;
         V8_STORE(ls + 8 * g, s);
     }
-    log_n(ls, 8 * ng);
+    log_n(ls, 8 * ng, isa);
     /* log-likelihoods, entropies (h log h summed as run_sum sums, 0 log 0
      * = 0), posteriors */
     for (size_t g = 0; g < ng; g++) {
@@ -766,22 +786,24 @@ MOE_ISA_INLINE void em_flat_rows(const moe_model *m, moe_block *b, size_t r0, si
     }
 }
 
-MOE_ISA_INLINE void block_em_flat(const moe_model *m, moe_block *b, size_t nb, const double *y,
-                                  size_t ld_y) {
+MOE_ISA_INLINE void block_em_flat(const moe_model *m, moe_block *b, size_t nb, const double *x,
+                                  size_t ld, const double *y, size_t ld_y, int isa) {
     double il[8], dt[8], iy = 1.0 / m->y_scale[0];
     for (size_t k = 0; k < 8; k++) {
         il[k] = 1.0 / m->chol[k];
         dt[k] = LOG_2PI + m->logdet[k];
     }
-    for (size_t r0 = 0; r0 < nb; r0 += 8 * EM_FLAT_GROUPS)
-        em_flat_rows(m, b, r0, nb - r0 < 8 * EM_FLAT_GROUPS ? nb - r0 : 8 * EM_FLAT_GROUPS, y,
-                     ld_y, il, dt, iy);
+    for (size_t r0 = 0; r0 < nb; r0 += 8 * EM_FLAT_GROUPS) {
+        size_t n = nb - r0 < 8 * EM_FLAT_GROUPS ? nb - r0 : 8 * EM_FLAT_GROUPS;
+        em_flat_rows(m, b, r0, n, x, ld, y, ld_y, il, dt, iy, isa);
+    }
 }
 
 #define BLOCK_EM_FLAT_VERSION(SFX, ATTR)                                                        \
     ATTR static void block_em_flat_##SFX(const moe_model *m, moe_block *b, size_t nb,           \
-                                         const double *y, size_t ld_y) {                        \
-        block_em_flat(m, b, nb, y, ld_y);                                                       \
+                                         const double *x, size_t ld, const double *y,           \
+                                         size_t ld_y) {                                         \
+        block_em_flat(m, b, nb, x, ld, y, ld_y, MOE_ISA_ID(SFX));                               \
     }
 MOE_ISA_VERSIONS(BLOCK_EM_FLAT_VERSION)
 
@@ -796,7 +818,7 @@ void moe_block_forward_isa(int isa, const moe_model *m, const moe_nodes *nd, moe
     }
     MOE_ISA_CALL(isa, block_gates, m, nd, b, nb, x, ld, 0);
     moe_block_experts(m, b, nb);
-    MOE_ISA_CALL(isa, block_em_flat, m, b, nb, y, ld_y);
+    MOE_ISA_CALL(isa, block_em_flat, m, b, nb, x, ld, y, ld_y);
 }
 
 void moe_block_forward(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,

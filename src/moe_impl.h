@@ -184,6 +184,20 @@ typedef struct moe_blas_saved {
 moe_blas_saved moe_blas_serial_begin(void);
 void moe_blas_serial_end(moe_blas_saved s);
 
+/* OpenBLAS's OpenMP build (0.3.21 here) sizes its calls' threads by
+ * omp_get_max_threads() whatever openblas_set_num_threads said (dpotrf
+ * resets that count to it), so outside an active parallel region of moe's
+ * (the M-step's solves, a pass on one thread) the setting above does not
+ * hold: a gate's Newton solve of 77 unknowns (K = 8, D = 10) ran the
+ * threaded dpotrf, whose last bits follow OMP_NUM_THREADS, and whose
+ * helper threads, on a loaded 2-core machine, made an iteration 3x slower
+ * (the main thread spinning at their barrier). The calls that may split
+ * run between moe_blas_local_begin, which sets the calling thread's
+ * OpenMP count to 1 and returns the old one, and moe_blas_local_end, which
+ * puts it back (a per-thread setting: other threads are not affected). */
+int moe_blas_local_begin(void);
+void moe_blas_local_end(int omp);
+
 /* ---- small numerics ------------------------------------------------------- */
 
 /* log(sum(exp(v[0..n-1]))) without overflow; -inf for n == 0 or all -inf. */
@@ -722,7 +736,7 @@ int moe_isa_has(int isa);
 #if MOE_ISA_X86
 #define MOE_ISA_VERSIONS(V)                                                                     \
     V(base, )                                                                                   \
-    V(avx2, __attribute__((target("avx2"))))                                                    \
+    V(avx2, __attribute__((target("avx2,fma"))))                                                \
     V(avx512, __attribute__((target("avx512f"))))
 #define MOE_ISA_CALL(isa, f, ...)                                                               \
     ((isa) == MOE_ISA_AVX512 ? f##_avx512(__VA_ARGS__)                                          \
@@ -730,13 +744,32 @@ int moe_isa_has(int isa);
                              : f##_base(__VA_ARGS__))
 #else
 #define MOE_ISA_VERSIONS(V) V(base, )
-#define MOE_ISA_CALL(isa, f, ...) f##_base(__VA_ARGS__)
+#define MOE_ISA_CALL(isa, f, ...) ((void)(isa), f##_base(__VA_ARGS__))
 #endif
+/* MOE_ISA_ID(SFX): the version's MOE_ISA_ constant, for the kernels whose
+ * bodies differ by version (a constant there: the choice is made at
+ * compile time). MOE_ISA_FMA_BASE: whether the baseline version takes
+ * fused multiply-adds where written (__builtin_fma; contraction stays
+ * off) as AVX2 and AVX-512 do: where the compiler says fma is fast
+ * (FP_FAST_FMA, e.g. ARMv8), not on x86-64's baseline, where it would be
+ * a slow library call on processors without the instruction.
+ * moe_isa_fma(isa): whether version isa takes them. */
+#define MOE_ISA_ID(SFX) MOE_ISA_ID_##SFX
+#define MOE_ISA_ID_base MOE_ISA_BASE
+#define MOE_ISA_ID_avx2 MOE_ISA_AVX2
+#define MOE_ISA_ID_avx512 MOE_ISA_AVX512
+#if defined(FP_FAST_FMA)
+#define MOE_ISA_FMA_BASE 1
+#else
+#define MOE_ISA_FMA_BASE 0
+#endif
+int moe_isa_fma(int isa);
 
-/* y[i] = exp(x[i]) and y[i] = log(x[i]) for i < n (y may be x), under 1 ulp
- * (fdlibm's algorithms), for every input including subnormal results,
- * overflow, 0, negatives, +-inf and NaN. Vectorised, with the same bits on
- * every path and instruction set (vmath.c says why). */
+/* y[i] = exp(x[i]) and y[i] = log(x[i]) for i < n (y may be x), under 1 ulp,
+ * for every input including subnormal results, overflow, 0, negatives,
+ * +-inf and NaN. Vectorised, with the same bits on every path and thread
+ * count; log's on every instruction set, exp's on every one with fused
+ * multiply-adds and on every one without (vmath.c says why). */
 void moe_vexp(double *y, const double *x, size_t n);
 void moe_vlog(double *y, const double *x, size_t n);
 

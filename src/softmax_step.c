@@ -44,9 +44,9 @@
 #include <math.h>
 #include <string.h>
 
-void moe_softmax_accumulate(size_t nb, size_t C, size_t d, const double *z, const double *w,
-                            const double *t, size_t ld_t, const double *p, size_t ld_p,
-                            double *grad, double *gram, double *hess, double *scratch) {
+static void softmax_accumulate(size_t nb, size_t C, size_t d, const double *z, const double *w,
+                               const double *t, size_t ld_t, const double *p, size_t ld_p,
+                               double *grad, double *gram, double *hess, double *scratch) {
     size_t F = C - 1;
     double *r = scratch;          /* nb x F residuals w (t - p) */
     double *zs = scratch + nb * F; /* nb x d scaled rows */
@@ -104,6 +104,15 @@ void moe_softmax_accumulate(size_t nb, size_t C, size_t d, const double *z, cons
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)nb, 1.0, q, (int)d, 1.0,
                     blk, (int)n);
     }
+}
+
+/* (OpenBLAS on one thread: moe_blas_local_begin) */
+void moe_softmax_accumulate(size_t nb, size_t C, size_t d, const double *z, const double *w,
+                            const double *t, size_t ld_t, const double *p, size_t ld_p,
+                            double *grad, double *gram, double *hess, double *scratch) {
+    int omp = moe_blas_local_begin();
+    softmax_accumulate(nb, C, d, z, w, t, ld_t, p, ld_p, grad, gram, hess, scratch);
+    moe_blas_local_end(omp);
 }
 
 size_t moe_softmax_hess_size(size_t C, size_t d) {

@@ -139,7 +139,7 @@ double moe_solve_spd(const double *a, size_t n, double *b, size_t nrhs, double r
     dmean /= (double)n;
     if (!(dmean > 0.0) || !isfinite(dmean)) dmean = 1.0;
     double lambda = ridge * dmean;
-    int ni = (int)n, nr = (int)nrhs, info = 1;
+    int ni = (int)n, nr = (int)nrhs, info = 1, omp = moe_blas_local_begin();
     double *f = work, *x = work + n * n;
     for (int attempt = 0; attempt < 40 && info != 0; attempt++) {
         if (attempt > 0) lambda = lambda > 0.0 ? lambda * 10.0 : 1e-12 * dmean;
@@ -148,14 +148,28 @@ double moe_solve_spd(const double *a, size_t n, double *b, size_t nrhs, double r
         /* A symmetric row-major matrix is the same array column-major. */
         dpotrf_("L", &ni, f, &ni, &info);
     }
-    if (info != 0) return -1.0;
+    if (info != 0) {
+        moe_blas_local_end(omp);
+        return -1.0;
+    }
     /* Row-major B (n x nrhs) into column-major x, solve, and back. */
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < nrhs; j++) x[j * n + i] = b[i * nrhs + j];
     dpotrs_("L", &ni, &nr, f, &ni, x, &ni, &info);
+    moe_blas_local_end(omp);
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < nrhs; j++) b[i * nrhs + j] = x[j * n + i];
     return info == 0 ? lambda : -1.0;
+}
+
+int moe_blas_local_begin(void) {
+    int n = omp_get_max_threads();
+    omp_set_num_threads(1);
+    return n;
+}
+
+void moe_blas_local_end(int omp) {
+    omp_set_num_threads(omp);
 }
 
 moe_blas_saved moe_blas_serial_begin(void) {
