@@ -303,14 +303,10 @@ moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
                 }
                 const double *y = v.y ? v.y + i0 * v.ld_y : NULL;
                 const int32_t *lab = v.labels ? v.labels + i0 : NULL;
-                if (f->sp_lean) { /* sparse EM: log joints, then the kept leaves' posteriors */
-                    moe_block_gates(f->m, &f->nd, b, nb, v.x + i0 * v.ld_x, v.ld_x);
-                    moe_block_experts(f->m, b, nb);
-                    moe_block_logjoint(f->m, &f->nd, b, nb, y, v.ld_y, lab);
-                } else {
-                    moe_block_forward(f->m, &f->nd, b, nb, v.x + i0 * v.ld_x, v.ld_x, y, v.ld_y,
-                                      lab);
-                }
+                /* (sparse EM's full pass: log joints; moe_sparse_keep exponentiates
+                 * the kept leaves') */
+                (f->sp_lean ? moe_block_forward_joint : moe_block_forward)(
+                    f->m, &f->nd, b, nb, v.x + i0 * v.ld_x, v.ld_x, y, v.ld_y, lab);
                 if (f->init_mode) init_posteriors(f, b, rseed0 + q, &v, i0, nb);
                 accumulate_block(f, b, &v, i0, nb, q - lo, with_hess, derived, st);
             }

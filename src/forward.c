@@ -502,7 +502,7 @@ MOE_ISA_INLINE void block_posterior(const moe_model *m, const moe_nodes *nd, moe
         }
         for (size_t k = 0; k < K; k++) lj[k] = lp[G + k] + ldi[k];
     }
-    if (joint_only) return; /* (moe_block_logjoint) */
+    if (joint_only) return; /* (moe_block_forward_joint) */
     /* Their max over the leaves (kept in ll until the row is finished), and
      * ex = lj - max, exponentiated below, in ld (the densities are no longer
      * needed). A loop of its own: read back in the loop that stored them,
@@ -584,11 +584,6 @@ MOE_ISA_VERSIONS(BLOCK_POSTERIOR_VERSION)
 void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
                          const double *y, size_t ld_y, const int32_t *labels) {
     MOE_ISA_CALL(moe_isa_best(), block_posterior, m, nd, b, nb, y, ld_y, labels, 0);
-}
-
-void moe_block_logjoint(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
-                        const double *y, size_t ld_y, const int32_t *labels) {
-    MOE_ISA_CALL(moe_isa_best(), block_posterior, m, nd, b, nb, y, ld_y, labels, 1);
 }
 
 /* ---- the E-step's rows with one flat gate of 8 ---------------------------
@@ -807,13 +802,21 @@ MOE_ISA_INLINE void block_em_flat(const moe_model *m, moe_block *b, size_t nb, c
     }
 MOE_ISA_VERSIONS(BLOCK_EM_FLAT_VERSION)
 
+/* moe_block_gates, _experts and _posterior in turn (jo: the posterior's
+ * first part only, the log joints). */
+static void forward_parts(int isa, const moe_model *m, const moe_nodes *nd, moe_block *b,
+                          size_t nb, const double *x, size_t ld, const double *y, size_t ld_y,
+                          const int32_t *labels, int jo) {
+    MOE_ISA_CALL(isa, block_gates, m, nd, b, nb, x, ld, 1);
+    moe_block_experts(m, b, nb);
+    MOE_ISA_CALL(isa, block_posterior, m, nd, b, nb, y, ld_y, labels, jo);
+}
+
 void moe_block_forward_isa(int isa, const moe_model *m, const moe_nodes *nd, moe_block *b,
                            size_t nb, const double *x, size_t ld, const double *y, size_t ld_y,
                            const int32_t *labels, int fused) {
     if (!fused || !em_flat(m, y)) {
-        MOE_ISA_CALL(isa, block_gates, m, nd, b, nb, x, ld, 1);
-        moe_block_experts(m, b, nb);
-        MOE_ISA_CALL(isa, block_posterior, m, nd, b, nb, y, ld_y, labels, 0);
+        forward_parts(isa, m, nd, b, nb, x, ld, y, ld_y, labels, 0);
         return;
     }
     MOE_ISA_CALL(isa, block_gates, m, nd, b, nb, x, ld, 0);
@@ -825,4 +828,10 @@ void moe_block_forward(const moe_model *m, const moe_nodes *nd, moe_block *b, si
                        const double *x, size_t ld, const double *y, size_t ld_y,
                        const int32_t *labels) {
     moe_block_forward_isa(moe_isa_best(), m, nd, b, nb, x, ld, y, ld_y, labels, 1);
+}
+
+void moe_block_forward_joint(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
+                             const double *x, size_t ld, const double *y, size_t ld_y,
+                             const int32_t *labels) {
+    forward_parts(moe_isa_best(), m, nd, b, nb, x, ld, y, ld_y, labels, 1);
 }

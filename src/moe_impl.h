@@ -309,12 +309,6 @@ void moe_block_experts(const moe_model *m, moe_block *b, size_t nb);
  * labels. Needs moe_block_gates and moe_block_experts. */
 void moe_block_posterior(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
                          const double *y, size_t ld_y, const int32_t *labels);
-/* Its first part only (sparse EM's full pass, which needs no posterior of
- * most leaves): each leaf's log joint, log prior + log-density, in the
- * leaves' posterior slots (post + n_gates), tgt as there (ld: scratch);
- * the gates' slots, ll and ent untouched. */
-void moe_block_logjoint(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
-                        const double *y, size_t ld_y, const int32_t *labels);
 
 /* The E-step's forward pass over a block: moe_block_gates, _experts and
  * _posterior, with the softmax of a flat gate and the posteriors fused into
@@ -327,6 +321,14 @@ void moe_block_forward(const moe_model *m, const moe_nodes *nd, moe_block *b, si
 void moe_block_forward_isa(int isa, const moe_model *m, const moe_nodes *nd, moe_block *b,
                            size_t nb, const double *x, size_t ld, const double *y, size_t ld_y,
                            const int32_t *labels, int fused);
+/* moe_block_gates and _experts, then moe_block_posterior's first part only
+ * (sparse EM's full pass, which needs no posterior of most leaves): each
+ * leaf's log joint, log prior + log-density, in the leaves' posterior
+ * slots (post + n_gates), tgt as there (ld: scratch); the gates' slots, ll
+ * and ent untouched. */
+void moe_block_forward_joint(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
+                             const double *x, size_t ld, const double *y, size_t ld_y,
+                             const int32_t *labels);
 
 /* ---- MLP nodes (nn.c) ------------------------------------------------------ */
 
@@ -544,7 +546,7 @@ struct moe_fit {
     int sp_have_keep;          /* sp_keep holds the kept leaves of a full pass */
     int sp_have_prior;         /* sp_lprior holds the current gates' priors */
     /* A full pass that computes the kept leaves' posteriors alone, from the
-     * log joints (moe_block_logjoint, moe_sparse_keep): k exps a row, not
+     * log joints (moe_block_forward_joint, moe_sparse_keep): k exps a row, not
      * K; its stats[3] is F, not the log-likelihood (EM asks for a pass with
      * sp_lean 0 for that). */
     int sp_lean;

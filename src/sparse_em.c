@@ -169,7 +169,7 @@ static void keep_joint(const moe_fit *f, moe_block *b, size_t nb, size_t row, do
                        size_t *kept, double *hk) {
     const moe_model *m = f->m;
     size_t K = m->n_leaves, NN = f->nd.n_nodes, G = m->n_gates, k = f->sparse_k;
-    double *lk = b->ld; /* the kept log joints; ld is moe_block_logjoint's scratch (K > k) */
+    double *lk = b->ld; /* the kept log joints; ld is moe_block_forward_joint's scratch (K > k) */
     int isa = moe_isa_best();
     for (size_t i = 0; i < nb; i++) {
         double *lj = b->post + i * NN + G, *l = lk + i * k, *h = hk + i * k;
