@@ -632,7 +632,9 @@ static void standardise(const moe_model *m, const size_t *ec, size_t ne, double 
     for (size_t i = 0; i < nb; i++) {
         const double *xi = x + i * ld;
         double *ze = dst + i * ds;
-        __builtin_prefetch(x + (i + 32) * ld);
+        /* (a row 32 ahead; as an integer: past the rows' end it is no
+         * pointer, and a prefetch never faults) */
+        __builtin_prefetch((const void *)((uintptr_t)x + (i + 32) * ld * sizeof(double)));
         ze[0] = 1.0;
         if (ident)
             for (size_t j = 0; j < ne; j++) ze[1 + j] = (xi[j] - mean[j]) * ie[j];
