@@ -162,6 +162,19 @@ static void keep_row(const moe_fit *f, moe_block *b, size_t i, size_t row, const
     }
 }
 
+/* The kept pairs' hk[i k + r] = exp(hk[i k + r]) (their log joints minus
+ * the row's max), each row's sum in sum[i] and its log in lsum[i]: exp
+ * and log over the block at once (vmath.c). */
+static void exp_rows(size_t nb, size_t k, double *hk, double *sum, double *lsum) {
+    moe_vexp(hk, hk, nb * k);
+    for (size_t i = 0; i < nb; i++) {
+        double s = 0.0;
+        for (size_t r = 0; r < k; r++) s += hk[i * k + r];
+        sum[i] = s;
+    }
+    moe_vlog(lsum, sum, nb);
+}
+
 /* moe_sparse_keep from the leaves' log joints (moe_fit.sp_lean): the k
  * largest log joints, their posteriors exp(lj - max) / sum over the kept
  * leaves, F_i = max + log sum in b->ll (lmass 0): k exps a row, not K. */
@@ -186,15 +199,8 @@ static void keep_joint(const moe_fit *f, moe_block *b, size_t nb, size_t row, do
         fill_top(K, k, n, top, l, NULL);
         for (size_t r = 0; r < k; r++) h[r] = n > 0 ? l[r] - l[0] : 0.0;
     }
-    /* exp and log over the block at once (vmath.c); log h = lj - F_i, so
-     * the entropy -sum h log h needs no log */
-    moe_vexp(hk, hk, nb * k);
-    for (size_t i = 0; i < nb; i++) {
-        double s = 0.0;
-        for (size_t r = 0; r < k; r++) s += hk[i * k + r];
-        b->ent[i] = s;
-    }
-    moe_vlog(b->ll, b->ent, nb);
+    /* log h = lj - F_i, so the entropy -sum h log h needs no log */
+    exp_rows(nb, k, hk, b->ent, b->ll);
     for (size_t i = 0; i < nb; i++) {
         double *h = hk + i * k, *l = lk + i * k, inv = 1.0 / b->ent[i], fi = l[0] + b->ll[i];
         double e = 0.0;
@@ -777,14 +783,8 @@ void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t 
     /* Posteriors over the kept leaves: exp and log over the block at once
      * (vmath.c); F_i = max + log sum, and the entropy -sum h log h needs no
      * log (log h = lj - F_i). */
-    moe_vexp(hk, hk, nb * k);
     double *sum = b->ent;
-    for (size_t i = 0; i < nb; i++) {
-        double s = 0.0;
-        for (size_t r = 0; r < k; r++) s += hk[i * k + r];
-        sum[i] = s;
-    }
-    moe_vlog(b->ll, sum, nb);
+    exp_rows(nb, k, hk, sum, b->ll);
     double obj = 0.0, ent = 0.0, wsum = 0.0;
     for (size_t i = 0; i < nb; i++) {
         double *h = hk + i * k, *l = lj + i * k, fi = mxr[i], e = 0.0;
