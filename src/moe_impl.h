@@ -637,8 +637,8 @@ void moe_sparse_flush(const moe_fit *f, size_t tid, double *st);
  * machine lacks it): the k largest of h[0 .. K-1] (k <= K) above lo into
  * top, largest first, ties to the lower index; NaNs and values <= lo
  * never (posteriors: numbers >= 0, NaN or -inf, with lo = -1; log joints:
- * lo = -inf); vals[r] = h[top[r]]. The chosen entries of h become -inf.
- * Returns how many it chose (fewer than k when the rest are NaN or <= lo). */
+ * lo = -inf); vals[r] = h[top[r]]. The chosen entries of h may become
+ * -inf (the rounds of k > 4 or without AVX-512 set them). Returns how many it chose (fewer than k when the rest are NaN or <= lo). */
 int moe_sparse_topk_isa(int isa, double *h, size_t K, size_t k, double lo, size_t *top,
                         double *vals);
 

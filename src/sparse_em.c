@@ -115,7 +115,92 @@ MOE_ISA_INLINE size_t topk_body(double *h, size_t K, size_t k, double lo, size_t
                                    double *vals) {                                              \
         return topk_body(h, K, k, lo, top, vals);                                               \
     }
-MOE_ISA_VERSIONS(TOPK_VERSION)
+TOPK_VERSION(base, )
+#if MOE_ISA_X86
+TOPK_VERSION(avx2, __attribute__((target("avx2,fma"))))
+/* AVX-512, k <= TOPK_LANES (KC, a constant): the same choice in one pass
+ * over h. Each lane keeps its KC largest values above lo, largest first,
+ * with their indices (a value enters only when strictly larger than one
+ * kept, so a lane's list is ordered by value descending, index ascending),
+ * in two interleaved chains (a: h[j .. j+7], b: h[j+8 .. j+15]); then KC
+ * rounds take the largest head of the 16 lists, ties to the lower index,
+ * and pop it. Compares and selects only: the choice of topk_body, whose
+ * rounds cost a pass over h, a scalar merge of the lanes and a store each
+ * (k = 2, K = 64: 54 -> 33 ns a row alone; sparse EM's full iterations
+ * 12% faster on one thread at D = 10). h is not written. */
+#define TOPK_LANES 4
+#define AVX512 __attribute__((target("avx512f"))) static inline __attribute__((always_inline))
+AVX512 void lanes_insert(__m512d *m, __m512i *ix, const double *p, int64_t j0, int KC) {
+    __m512d a = _mm512_loadu_pd(p);
+    __m512i j = _mm512_add_epi64(_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi64(j0));
+    __mmask8 gt[TOPK_LANES];
+    for (int r = 0; r < KC; r++) gt[r] = _mm512_cmp_pd_mask(a, m[r], _CMP_GT_OQ);
+    for (int r = KC - 1; r > 0; r--) {
+        m[r] = _mm512_mask_mov_pd(_mm512_mask_mov_pd(m[r], gt[r], a), gt[r - 1], m[r - 1]);
+        ix[r] = _mm512_mask_mov_epi64(_mm512_mask_mov_epi64(ix[r], gt[r], j), gt[r - 1], ix[r - 1]);
+    }
+    m[0] = _mm512_mask_mov_pd(m[0], gt[0], a);
+    ix[0] = _mm512_mask_mov_epi64(ix[0], gt[0], j);
+}
+/* The list whose head index is bi (one lane at most) loses its head. */
+AVX512 void lanes_pop(__m512d *m, __m512i *ix, int64_t bi, double lo, int KC) {
+    __mmask8 p = _mm512_cmpeq_epi64_mask(ix[0], _mm512_set1_epi64(bi));
+    for (int r = 0; r + 1 < KC; r++) {
+        m[r] = _mm512_mask_mov_pd(m[r], p, m[r + 1]);
+        ix[r] = _mm512_mask_mov_epi64(ix[r], p, ix[r + 1]);
+    }
+    m[KC - 1] = _mm512_mask_mov_pd(m[KC - 1], p, _mm512_set1_pd(lo));
+    ix[KC - 1] = _mm512_mask_mov_epi64(ix[KC - 1], p, _mm512_set1_epi64(-1));
+}
+AVX512 size_t topk_lanes(const double *h, size_t K, double lo, size_t *top, double *vals, int KC) {
+    __m512d ma[TOPK_LANES], mb[TOPK_LANES];
+    __m512i ia[TOPK_LANES], ib[TOPK_LANES];
+    for (int r = 0; r < KC; r++) {
+        ma[r] = mb[r] = _mm512_set1_pd(lo);
+        ia[r] = ib[r] = _mm512_set1_epi64(-1);
+    }
+    size_t j = 0;
+    for (; j + 16 <= K; j += 16) {
+        lanes_insert(ma, ia, h + j, (int64_t)j, KC);
+        lanes_insert(mb, ib, h + j + 8, (int64_t)(j + 8), KC);
+    }
+    if (j + 8 <= K) {
+        lanes_insert(ma, ia, h + j, (int64_t)j, KC);
+        j += 8;
+    }
+    if (j < K) { /* the last K mod 8, the other lanes lo (never chosen) */
+        double t[8] = {lo, lo, lo, lo, lo, lo, lo, lo};
+        memcpy(t, h + j, (K - j) * sizeof(double));
+        lanes_insert(mb, ib, t, (int64_t)j, KC);
+    }
+    size_t n = 0;
+    for (; n < (size_t)KC; n++) {
+        double mx = _mm512_reduce_max_pd(_mm512_max_pd(ma[0], mb[0])); /* (no NaN kept) */
+        if (!(mx > lo)) break;
+        __m512d mv = _mm512_set1_pd(mx);
+        __m512i big = _mm512_set1_epi64(INT64_MAX);
+        __m512i ca = _mm512_mask_mov_epi64(big, _mm512_cmp_pd_mask(ma[0], mv, _CMP_EQ_OQ), ia[0]);
+        __m512i cb = _mm512_mask_mov_epi64(big, _mm512_cmp_pd_mask(mb[0], mv, _CMP_EQ_OQ), ib[0]);
+        int64_t bi = _mm512_reduce_min_epi64(_mm512_min_epi64(ca, cb));
+        top[n] = (size_t)bi;
+        vals[n] = h[bi];
+        lanes_pop(ma, ia, bi, lo, KC);
+        lanes_pop(mb, ib, bi, lo, KC);
+    }
+    return n;
+}
+__attribute__((target("avx512f"))) static size_t topk_avx512(double *h, size_t K, size_t k,
+                                                            double lo, size_t *top,
+                                                            double *vals) {
+    switch (k) {
+    case 1: return topk_lanes(h, K, lo, top, vals, 1);
+    case 2: return topk_lanes(h, K, lo, top, vals, 2);
+    case 3: return topk_lanes(h, K, lo, top, vals, 3);
+    case 4: return topk_lanes(h, K, lo, top, vals, 4);
+    default: return topk_body(h, K, k, lo, top, vals);
+    }
+}
+#endif
 
 int moe_sparse_topk_isa(int isa, double *h, size_t K, size_t k, double lo, size_t *top,
                         double *vals) {
