@@ -283,19 +283,19 @@ MOE_ISA_INLINE void prefetch_rows_l2(const double *x, size_t ld, size_t i0, size
     for (uintptr_t p = lo; p < hi; p += 64) __builtin_prefetch((const void *)p, 0, 2);
 }
 
-/* z (nb x (1 + n)): the intercept, then (x_c - mean_c) inv_j for the n
- * columns c = cols[j] of the rows x (leading dimension ld), prefetching the
- * next block's rows when pf. Consecutive columns (the usual case) are read
- * as one contiguous run. */
+/* z (nb rows of 1 + n, leading dimension ldz): the intercept, then
+ * (x_c - mean_c) inv_j for the n columns c = cols[j] of the rows x
+ * (leading dimension ld), prefetching the rows ahead when pf. Consecutive
+ * columns (the usual case) are read as one contiguous run. */
 MOE_ISA_INLINE void standardise(const moe_model *m, size_t nb, const double *x, size_t ld,
                                 const size_t *cols, size_t n, const double *inv, double *z,
-                                int pf) {
-    size_t run = 1, d = 1 + n;
+                                size_t ldz, int pf) {
+    size_t run = 1;
     for (size_t j = 1; j < n && run; j++) run = cols[j] == cols[0] + j;
     const double *mu = n > 0 ? m->x_mean + cols[0] : NULL;
     for (size_t i = 0; i < nb; i++) {
         const double *xi = x + i * ld;
-        double *zi = z + i * d;
+        double *zi = z + i * ldz;
         if (pf) prefetch_next_row(x, ld, i);
         zi[0] = 1.0;
         if (n > 0 && run) {
@@ -348,14 +348,14 @@ MOE_ISA_INLINE void block_gates(const moe_model *m, const moe_nodes *nd, moe_blo
      * 0), which ask for the next block's rows into L2 (block_em_flat):
      * there the hardware streams them on to L1 and the requests are
      * redundant (about 1% of the pass). */
-    standardise(m, nb, x, ld, m->ecols, m->n_ecols, ie, b->ze, softmax);
+    standardise(m, nb, x, ld, m->ecols, m->n_ecols, ie, b->ze, m->ed, softmax);
     /* Gates on the experts' columns (the default) get the same numbers:
      * linear ones read them in ze (moe_block_zg), MLP ones from a copy. */
     const double *zg = moe_block_zg(m, b);
     if (zg == b->zg && gates_share_columns(m))
         memcpy(b->zg, b->ze, nb * gd * sizeof(double));
     else if (zg == b->zg)
-        standardise(m, nb, x, ld, m->gcols, m->n_gcols, ig, b->zg, 0);
+        standardise(m, nb, x, ld, m->gcols, m->n_gcols, ig, b->zg, m->gd, 0);
     size_t GR = nd->gate_rows;
     if (m->gnet.n_hidden > 0)
         moe_block_gate_logits_mlp(m, nd, b, nb);
@@ -408,6 +408,20 @@ MOE_ISA_INLINE void block_gates(const moe_model *m, const moe_nodes *nd, moe_blo
                 lc[c] = base + v[c];
             }
         }
+}
+
+#define STANDARDISE_VERSION(SFX, ATTR)                                                          \
+    ATTR static void standardise_##SFX(const moe_model *m, size_t nb, const double *x,          \
+                                       size_t ld, const size_t *cols, size_t n,                 \
+                                       const double *inv, double *z, size_t ldz) {              \
+        standardise(m, nb, x, ld, cols, n, inv, z, ldz, 1);                                     \
+    }
+MOE_ISA_VERSIONS(STANDARDISE_VERSION)
+
+void moe_standardise_rows(const moe_model *m, size_t nb, const double *x, size_t ld,
+                          const size_t *cols, size_t n, const double *inv, double *z,
+                          size_t ldz) {
+    MOE_ISA_CALL(moe_isa_best(), standardise, m, nb, x, ld, cols, n, inv, z, ldz);
 }
 
 #define BLOCK_GATES_VERSION(SFX, ATTR)                                                          \

@@ -294,6 +294,13 @@ void moe_block_free(moe_block *b);
  * compute the gate log-softmaxes and every node's log prior (lp). */
 void moe_block_gates(const moe_model *m, const moe_nodes *nd, moe_block *b, size_t nb,
                      const double *x, size_t ld);
+/* z (nb rows of 1 + n, leading dimension ldz): the intercept, then
+ * (x_c - mean_c) inv_j for the n columns c = cols[j] of the rows x
+ * (leading dimension ld), inv_j = 1 / x_scale[c] -- the numbers
+ * moe_block_gates gives ze and zg, vectorised for this machine. */
+void moe_standardise_rows(const moe_model *m, size_t nb, const double *x, size_t ld,
+                          const size_t *cols, size_t n, const double *inv, double *z,
+                          size_t ldz);
 /* The block's standardised gate design after moe_block_gates: b->ze for
  * linear gates on the experts' columns (b->zg is then left unwritten),
  * else b->zg. */

@@ -714,24 +714,8 @@ static void sparse_softmax(const moe_fit *f, const moe_rows *v, size_t i0, const
  * ie: room for ne reciprocal scales. */
 static void standardise(const moe_model *m, const size_t *ec, size_t ne, double *ie, size_t nb,
                         const double *x, size_t ld, double *dst, size_t ds) {
-    const double *mean = m->x_mean;
-    int ident = 1; /* the inputs are the data's first columns */
-    for (size_t j = 0; j < ne; j++) {
-        ie[j] = 1.0 / m->x_scale[ec[j]];
-        if (ec[j] != j) ident = 0;
-    }
-    for (size_t i = 0; i < nb; i++) {
-        const double *xi = x + i * ld;
-        double *ze = dst + i * ds;
-        /* (a row 32 ahead; as an integer: past the rows' end it is no
-         * pointer, and a prefetch never faults) */
-        __builtin_prefetch((const void *)((uintptr_t)x + (i + 32) * ld * sizeof(double)));
-        ze[0] = 1.0;
-        if (ident)
-            for (size_t j = 0; j < ne; j++) ze[1 + j] = (xi[j] - mean[j]) * ie[j];
-        else
-            for (size_t j = 0; j < ne; j++) ze[1 + j] = (xi[ec[j]] - mean[ec[j]]) * ie[j];
-    }
+    for (size_t j = 0; j < ne; j++) ie[j] = 1.0 / m->x_scale[ec[j]];
+    moe_standardise_rows(m, nb, x, ld, ec, ne, ie, dst, ds);
 }
 
 /* c . z over n: four partial sums (a mod 4), added pairwise -- shorter
@@ -748,6 +732,60 @@ static inline double dot(const double *c, const double *z, size_t n) {
     for (; a < n; a++) s0 += c[a] * z[a];
     return (s0 + s1) + (s2 + s3);
 }
+
+/* dot's sums with its four partial sums as the lanes of one vector (the
+ * last n mod 4 products beside zeros, which change no sum but a zero's
+ * sign): the same operations in the same order. */
+#define dot_base dot
+#if MOE_ISA_X86
+__attribute__((target("avx2"))) static inline double dot_avx2(const double *c, const double *z,
+                                                             size_t n) {
+    static const int64_t mk[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
+    __m256d acc = _mm256_setzero_pd();
+    size_t a = 0;
+    for (; a + 4 <= n; a += 4)
+        acc = _mm256_add_pd(acc, _mm256_mul_pd(_mm256_loadu_pd(c + a), _mm256_loadu_pd(z + a)));
+    if (a < n) {
+        __m256i m = _mm256_loadu_si256((const __m256i *)(mk + 4 - (n - a)));
+        acc = _mm256_add_pd(acc, _mm256_mul_pd(_mm256_maskload_pd(c + a, m),
+                                               _mm256_maskload_pd(z + a, m)));
+    }
+    __m128d lo = _mm256_castpd256_pd128(acc), hi = _mm256_extractf128_pd(acc, 1);
+    lo = _mm_add_sd(lo, _mm_unpackhi_pd(lo, lo));
+    hi = _mm_add_sd(hi, _mm_unpackhi_pd(hi, hi));
+    return _mm_cvtsd_f64(_mm_add_sd(lo, hi));
+}
+#define dot_avx512 dot_avx2
+#endif
+
+/* The one-target kept pass's log joints (moe_sparse_block): for each row
+ * i, t_i = u[i q + ed] and its kept leaves j = kept[i k + r],
+ * l[i k + r] = lpr[i k + r] - (dt_j + s^2) / 2 with s = (t_i - c_j . z_i)
+ * il_j, and the row's largest in mx[i]; compiled per instruction set. */
+MOE_ISA_INLINE void dens_one(size_t nb, size_t k, size_t ed, size_t q, const double *u,
+                             const size_t *kept, const double *lpr, const double *coef,
+                             const double *il, const double *dt, double *lj, double *mxr,
+                             double (*dotf)(const double *, const double *, size_t)) {
+    for (size_t i = 0; i < nb; i++) {
+        const double *z = u + i * q;
+        double t = z[ed], mx = -INFINITY, *l = lj + i * k;
+        for (size_t r = 0; r < k; r++) {
+            size_t j = kept[i * k + r];
+            double s = (t - dotf(coef + j * ed, z, ed)) * il[j];
+            l[r] = lpr[i * k + r] + -0.5 * (dt[j] + s * s);
+            if (l[r] > mx) mx = l[r];
+        }
+        mxr[i] = mx;
+    }
+}
+#define DENS_ONE_VERSION(name, attr)                                                            \
+    attr static void dens_one_##name(size_t nb, size_t k, size_t ed, size_t q, const double *u, \
+                                     const size_t *kept, const double *lpr,                     \
+                                     const double *coef, const double *il, const double *dt,    \
+                                     double *lj, double *mxr) {                                 \
+        dens_one(nb, k, ed, q, u, kept, lpr, coef, il, dt, lj, mxr, dot_##name);                \
+    }
+MOE_ISA_VERSIONS(DENS_ONE_VERSION)
 
 /* A flat gate's deferred step (em.c): the posterior part of its gradient,
  * grad[(l - 1) gd + j] += sum_i w_i h_il z_ij over the kept pairs (i, l),
@@ -814,18 +852,12 @@ void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t 
     }
     for (size_t i = 0; i < nb && one; i++) {
         double *ui = u + i * q;
-        const double *ze = in_u ? ui : b->ze + i * ed;
-        if (!in_u) memcpy(ui, ze, ed * sizeof(double));
-        double t = ui[ed] = (v->y[(i0 + i) * v->ld_y] - m->y_mean[0]) * iy[0];
-        double mx = -INFINITY, *l = lj + i * k;
-        for (size_t r = 0; r < k; r++) {
-            size_t j = kept[i * k + r];
-            double s = (t - dot(m->coef + j * ed, ze, ed)) * il[j];
-            l[r] = lpr[i * k + r] + -0.5 * (dt[j] + s * s);
-            if (l[r] > mx) mx = l[r];
-        }
-        mxr[i] = mx;
+        if (!in_u) memcpy(ui, b->ze + i * ed, ed * sizeof(double));
+        ui[ed] = (v->y[(i0 + i) * v->ld_y] - m->y_mean[0]) * iy[0];
     }
+    if (one)
+        MOE_ISA_CALL(moe_isa_best(), dens_one, nb, k, ed, q, u, kept, lpr, m->coef, il, dt, lj,
+                     mxr);
     for (size_t i = 0; i < nb && !one; i++) {
         double *ui = u + i * q;
         const double *ze = in_u ? ui : b->ze + i * ed;
