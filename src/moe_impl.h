@@ -633,22 +633,23 @@ void moe_sparse_gram(const moe_fit *f, size_t tid, const double *u, const double
  * the end of each slab. */
 void moe_sparse_flush(const moe_fit *f, size_t tid, double *st);
 
-/* moe_sparse_gram's kernel on a given instruction set (-1 when this
- * machine lacks it): for each expert j < K, the pairs cnt[j-1] .. cnt[j]
- * - 1 (cnt[-1] = 0), pair s the row at u + roff[s] (q doubles) with
- * weight ws[s], each entry a <= c of G_j = eg + j q q gets
- * sum_s u_sa (ws[s] u_sc), summed from 0 in pair order by fused
- * multiply-adds where moe_gram_fused(isa) says so, then added. Entries
- * below the diagonal may be written too. */
 /* moe_sparse_keep's choice on a given instruction set (-1 when this
  * machine lacks it): the k largest of h[0 .. K-1] (k <= K) above lo into
  * top, largest first, ties to the lower index; NaNs and values <= lo
  * never (posteriors: numbers >= 0, NaN or -inf, with lo = -1; log joints:
  * lo = -inf); vals[r] = h[top[r]]. The chosen entries of h may become
- * -inf (the rounds of k > 4 or without AVX-512 set them). Returns how many it chose (fewer than k when the rest are NaN or <= lo). */
+ * -inf (the rounds of k > 4 or without AVX-512 set them). Returns how
+ * many it chose (fewer than k when the rest are NaN or <= lo). */
 int moe_sparse_topk_isa(int isa, double *h, size_t K, size_t k, double lo, size_t *top,
                         double *vals);
 
+/* moe_sparse_gram's kernel (sparse_gram.c) on a given instruction set (-1
+ * when this machine lacks it): for each expert j < K, the pairs cnt[j-1]
+ * .. cnt[j] - 1 (cnt[-1] = 0), pair s the row at u + roff[s] (q doubles) with
+ * weight ws[s], each entry a <= c of G_j = eg + j q q gets
+ * sum_s u_sa (ws[s] u_sc), summed from 0 in pair order by fused
+ * multiply-adds where moe_gram_fused(isa) says so, then added. Entries
+ * below the diagonal may be written too. */
 int moe_sparse_runs_isa(int isa, size_t K, size_t q, const size_t *cnt, const size_t *roff,
                         const double *ws, const double *u, double *eg);
 
