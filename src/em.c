@@ -246,11 +246,13 @@ static moe_status em_pass(moe_fit *f, int want_ll, moe_error *err) {
                       : f->sp_pass == MOE_PASS_FULL    ? MOE_GATE_PRIOR
                       : (f->iter + 1) % f->sp_full == 0 ? MOE_GATE_POST
                                                         : MOE_GATE_NONE;
+    if (f->sp_pass == MOE_PASS_FULL) f->sp_sorted = 0; /* new kept leaves, sorted anew */
     moe_status st = moe_fit_pass(f, err);
     if (st != MOE_STATUS_OK) {
-        f->sp_have_keep = f->sp_have_prior = 0;
+        f->sp_have_keep = f->sp_have_prior = f->sp_sorted = 0;
         return st;
     }
+    if (f->sp_pass != MOE_PASS_FULL) f->sp_sorted = f->sp_pos != NULL; /* recorded */
     if (f->sp_pass == MOE_PASS_FULL) {
         f->sp_have_keep = f->sp_keep != NULL;
         f->sp_have_prior = defer; /* the gate stays until the cycle's end */
