@@ -416,13 +416,13 @@ static void stage(const moe_fit *f, const sp_area *a, size_t roff0, const double
                   const size_t *kept, const double *hk, double *st) {
     size_t k = f->sparse_k, q = f->m->ed + f->m->n_out, n = a->pend[0];
     double *esw = st + f->off_esw;
-    for (size_t e = 0; e < nb * k; e++, n++) {
-        size_t i = e / k;
-        a->pw[n] = (wt ? wt[i] : 1.0) * hk[e];
-        a->pleaf[n] = kept[e];
-        a->prow[n] = roff0 + i * q;
-        esw[kept[e]] += a->pw[n];
-    }
+    for (size_t i = 0, e = 0; i < nb; i++) /* (no division by k a pair) */
+        for (size_t r = 0; r < k; r++, e++, n++) {
+            a->pw[n] = (wt ? wt[i] : 1.0) * hk[e];
+            a->pleaf[n] = kept[e];
+            a->prow[n] = roff0 + i * q;
+            esw[kept[e]] += a->pw[n];
+        }
     a->pend[0] = n;
 }
 
@@ -436,13 +436,14 @@ static void stage_sorted(const moe_fit *f, const sp_area *a, size_t roff0, size_
     size_t k = f->sparse_k, q = f->m->ed + f->m->n_out;
     const int32_t *pos = f->sp_pos + row * k;
     double *esw = st + f->off_esw;
-    for (size_t e = 0; e < nb * k; e++) {
-        size_t i = e / k, s = (size_t)pos[e];
-        double w = (wt ? wt[i] : 1.0) * hk[e];
-        a->ws[s] = w;
-        a->idx[s] = roff0 + i * q;
-        esw[kept[e]] += w;
-    }
+    for (size_t i = 0, e = 0; i < nb; i++)
+        for (size_t r = 0; r < k; r++, e++) {
+            size_t s = (size_t)pos[e];
+            double w = (wt ? wt[i] : 1.0) * hk[e];
+            a->ws[s] = w;
+            a->idx[s] = roff0 + i * q;
+            esw[kept[e]] += w;
+        }
     a->pend[0] += nb * k;
 }
 
@@ -650,7 +651,8 @@ void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t 
         /* The gates moved: every gate's softmax again (and ze), then the
          * kept leaves' new log priors. */
         moe_block_gates(m, &f->nd, b, nb, x, v->ld_x);
-        for (size_t e = 0; e < nb * k; e++) lpr[e] = b->lp[(e / k) * NN + G + kept[e]];
+        for (size_t i = 0, e = 0; i < nb; i++)
+            for (size_t r = 0; r < k; r++, e++) lpr[e] = b->lp[i * NN + G + kept[e]];
     } else {
         /* (Gaussian experts: straight into the rows [z, t] of u) */
         if (m->task == MOE_TASK_REGRESSION)
