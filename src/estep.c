@@ -311,7 +311,7 @@ moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
                 accumulate_block(f, b, &v, i0, nb, q - lo, with_hess, derived, st);
             }
         }
-        if (f->sparse_k) moe_sparse_flush(f, (size_t)tid, st); /* a kept pass's last blocks */
+        if (f->sparse_k) moe_sparse_slab_end(f, (size_t)tid, st); /* a kept pass's last blocks */
         if (derived) derive_gate_grams(f, st);
     }
     /* Over several processes every slab is gathered on every process (each

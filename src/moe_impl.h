@@ -635,10 +635,12 @@ void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, doub
  * (its scratch); none of its kept pass's pairs may be pending. */
 void moe_sparse_gram(const moe_fit *f, size_t tid, const double *u, const double *wt, size_t nb,
                      const size_t *kept, const double *hk, double *st);
-/* A kept or refresh pass gathers the pairs of a few blocks before summing
- * their Grams (moe_sparse_block): the thread's pending ones into st, at
- * the end of each slab. */
-void moe_sparse_flush(const moe_fit *f, size_t tid, double *st);
+/* The end of a slab (once, after its last block): a kept or refresh pass
+ * gathers the pairs of a few blocks before summing their Grams
+ * (moe_sparse_block): the thread's pending ones into st; then, in the
+ * cycle's last kept pass, a flat gate's posterior part from the experts'
+ * Grams when the gate's inputs are theirs. */
+void moe_sparse_slab_end(const moe_fit *f, size_t tid, double *st);
 
 /* moe_sparse_keep's choice on a given instruction set (-1 when this
  * machine lacks it): the k largest of h[0 .. K-1] (k <= K) above lo into
@@ -662,9 +664,9 @@ int moe_sparse_runs_isa(int isa, size_t K, size_t q, const size_t *cnt, const si
 
 /* A refresh or kept pass over rows i0 .. i0 + nb - 1 of v (this process's
  * rows row ..): posteriors over the recorded kept leaves, F, and the
- * experts' statistics into st (Gaussian experts' Grams at the next
- * moe_sparse_flush; the gates' stay zero but for a flat gate's posterior
- * part, moe_fit.sp_gate_part). */
+ * experts' statistics into st (Gaussian experts' Grams when a group of
+ * blocks is full, or at moe_sparse_slab_end; the gates' stay zero but for
+ * a flat gate's posterior part, moe_fit.sp_gate_part). */
 void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t i0, size_t nb,
                       size_t row, int with_hess, double *st);
 
