@@ -147,7 +147,8 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
                                         st + f->off_eg, st + f->off_esw, S) == 0;
     if (m->task == MOE_TASK_REGRESSION && !direct) { /* copies of the rows u = [z, t] */
         size_t q = ed + P;
-        double *u = S;
+        /* (sparse EM: after the pending blocks', summed a few blocks at once) */
+        double *u = sp ? moe_sparse_rows(f, (size_t)(b - f->blocks), nb, st) : S;
         for (size_t i = 0; i < nb; i++) { /* the design in 8-double moves, the last overlapping */
             const double *zi = b->ze + i * ed;
             double *ui = u + i * q;
@@ -160,7 +161,7 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
             for (size_t c = 0; c < P; c++) ui[ed + c] = b->tgt[i * P + c];
         }
         if (sp) {
-            moe_sparse_gram(f, (size_t)(b - f->blocks), u, wt, nb, spi, sph, st);
+            moe_sparse_gram(f, (size_t)(b - f->blocks), wt, nb, spi, sph, st);
         } else {
             moe_gram_accumulate(nb, K, q, u, b->post + G, NN, wt, st + f->off_eg,
                                 st + f->off_esw, S + MOE_BLOCK_ROWS * q);

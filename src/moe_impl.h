@@ -628,12 +628,16 @@ size_t moe_sparse_iscratch(const moe_model *m, size_t k);
 void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, double *lmass,
                      size_t *kept, double *hk);
 
-/* Add the Gaussian experts' Gram matrices (upper triangles) and weights of
- * the kept pairs: u (nb x q) the rows [z, t], pair (i, r) weighted by wt[i]
- * hk[i k + r] for expert kept[i k + r]: the pairs sorted by expert, each
- * expert's run summed in registers. u needs no padding. tid: the thread
- * (its scratch); none of its kept pass's pairs may be pending. */
-void moe_sparse_gram(const moe_fit *f, size_t tid, const double *u, const double *wt, size_t nb,
+/* A full pass's Gaussian experts: where thread tid writes the next block's
+ * nb rows [z, t] (q doubles each), after the pending blocks' (whose Grams
+ * it sums into st first when there is no room); then moe_sparse_gram adds
+ * the block's kept pairs, pair (i, r) weighted by wt[i] hk[i k + r] for
+ * expert kept[i k + r], to the pending ones: the Gram matrices (upper
+ * triangles) of a few blocks' pairs are summed at once, sorted by expert,
+ * each expert's run in registers (and the slab's last at
+ * moe_sparse_slab_end); the weights now. */
+double *moe_sparse_rows(const moe_fit *f, size_t tid, size_t nb, double *st);
+void moe_sparse_gram(const moe_fit *f, size_t tid, const double *wt, size_t nb,
                      const size_t *kept, const double *hk, double *st);
 /* The end of a slab (once, after its last block): a kept or refresh pass
  * gathers the pairs of a few blocks before summing their Grams

@@ -224,15 +224,19 @@ static void fill_top(size_t K, size_t k, size_t n, size_t *top, double *vals, co
 /* Row i's kept leaves top[0 .. k-1] with posteriors h: the leaves' and the
  * gates' posterior slots (the gates' the kept leaves' sums along their
  * paths; the other leaves 0), and with f->sp_keep the row's state for the
- * passes that follow (its kept leaves and their log priors). */
+ * passes that follow (its kept leaves and their log priors). A flat gate's
+ * deferred step with Gaussian experts reads no posterior slot in this
+ * pass (estep.c: the gate's targets are 0, the experts take the kept
+ * pairs): then they stay unwritten. */
 static void keep_row(const moe_fit *f, moe_block *b, size_t i, size_t row, const size_t *top,
                      const double *h) {
     const moe_model *m = f->m;
     size_t K = m->n_leaves, NN = f->nd.n_nodes, G = m->n_gates, k = f->sparse_k;
     double *post = b->post + i * NN;
-    memset(post, 0, (G + K) * sizeof(double));
-    for (size_t r = 0; r < k; r++) post[G + top[r]] = h[r];
-    for (size_t r = 0; r < k; r++)
+    int slots = m->task != MOE_TASK_REGRESSION || f->sp_gate_part != MOE_GATE_PRIOR;
+    if (slots) memset(post, 0, (G + K) * sizeof(double));
+    for (size_t r = 0; r < k && slots; r++) post[G + top[r]] = h[r];
+    for (size_t r = 0; r < k && slots; r++)
         for (size_t c = G + top[r]; c > 0;) {
             c = parent(f, c);
             post[c] += h[r];
@@ -484,11 +488,17 @@ static void flush(const moe_fit *f, const sp_area *a, const double *u, double *s
     moe_sparse_runs_isa(moe_isa_best(), K, q, a->cnt, a->idx, a->ws, u, st + f->off_eg);
 }
 
-void moe_sparse_gram(const moe_fit *f, size_t tid, const double *u, const double *wt, size_t nb,
+double *moe_sparse_rows(const moe_fit *f, size_t tid, size_t nb, double *st) {
+    sp_area a = area(f, tid);
+    if (a.pend[1] + nb > SB * MOE_BLOCK_ROWS) flush(f, &a, a.u, st);
+    return a.u + a.pend[1] * (f->m->ed + f->m->n_out);
+}
+
+void moe_sparse_gram(const moe_fit *f, size_t tid, const double *wt, size_t nb,
                      const size_t *kept, const double *hk, double *st) {
     sp_area a = area(f, tid);
-    stage(f, &a, 0, wt, nb, kept, hk, st);
-    flush(f, &a, u, st);
+    stage(f, &a, a.pend[1] * (f->m->ed + f->m->n_out), wt, nb, kept, hk, st);
+    a.pend[1] += nb;
 }
 
 /* Whether a flat gate's posterior part (the cycle's last kept pass,
