@@ -12,7 +12,8 @@
  * gets sum_s u_sa (w_s u_sc) from 0 in pair order (fused multiply-adds
  * where the version fuses), then added to the start. The same bits from
  * every instruction-set version this machine runs, for widths below,
- * at and around the tiles (8 columns, 4 or 8 rows), empty and one-pair
+ * at and around the tiles (8 columns, 4 or 8 rows), each of 9 to 12
+ * (AVX-512's one-pass kernel for them), empty and one-pair
  * runs, rows in any order; the entries above and on the diagonal only
  * (the kernel may write below it).
  */
@@ -42,7 +43,7 @@ static void runs_ref(int fused, size_t K, size_t q, const size_t *cnt, const siz
 }
 
 static void test_runs_versions(void) {
-    static const size_t qs[] = {1, 2, 3, 7, 8, 9, 11, 12, 13, 16, 17, 23, 34, 52};
+    static const size_t qs[] = {1, 2, 3, 7, 8, 9, 10, 11, 12, 13, 16, 17, 23, 34, 52};
     static const size_t Ks[] = {1, 3, 8, 64};
     static const size_t npairs[] = {0, 1, 2, 37, MAX_PAIRS};
     const size_t qmax = 52, Kmax = 64, nrows = 300;
