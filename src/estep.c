@@ -71,12 +71,15 @@ static void hess_weight(double *hess, size_t n, const double *w, size_t nb) {
  * sum of its leaves' experts' Gram blocks over z (derive_gate_grams): the
  * same sum, as a node's posterior is the sum of its leaves' (h_ig = sum of
  * h_ik over the leaves k under g), when the gates and the experts see the
- * same standardised inputs and every expert's Gram covers every row (a
- * dense pass of Gaussian linear experts). It saves the gates' Gram work
- * per row: gd(gd+1) flops, a square root and a scaled copy of the row. */
+ * same standardised inputs and the experts' Grams cover every row's
+ * posterior mass (a full pass of Gaussian linear experts: dense EM's, or
+ * sparse EM's, whose gates' posteriors are the sums of the kept leaves'
+ * and whose Grams sum the kept pairs, moe_sparse_slab_end). It saves the
+ * gates' Gram work per row: gd(gd+1) flops, a square root and a scaled
+ * copy of the row. */
 static int gate_grams_derived(const moe_fit *f) {
     const moe_model *m = f->m;
-    return m->task == MOE_TASK_REGRESSION && f->sp_pass == MOE_PASS_FULL && !f->sparse_k &&
+    return m->task == MOE_TASK_REGRESSION && f->sp_pass == MOE_PASS_FULL &&
            m->gnet.n_hidden == 0 && m->enet.n_hidden == 0 && m->top_k == 0 && !m->log_var &&
            m->gd == m->ed && m->n_gcols == m->n_ecols &&
            (m->n_gcols == 0 || memcmp(m->gcols, m->ecols, m->n_gcols * sizeof(size_t)) == 0);
