@@ -322,10 +322,19 @@ moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
      * adds its part to zeros), then all add the slabs in the same order. */
     moe_status rs = moe_fit_reduce(f, f->slab, S * f->stat_size, err);
     if (rs != MOE_STATUS_OK) return rs;
-    memcpy(f->stats, f->slab, used * sizeof(double));
-    for (size_t s = 1; s < S; s++) {
-        const double *st = f->slab + s * f->stat_size;
-        for (size_t j = 0; j < used; j++) f->stats[j] += st[j];
+    /* Each sum in slab order whoever adds it: the threads take chunks of
+     * the statistics (sparse EM at K = 64: a pass's fixed cost; the
+     * threads' share of it serial, 3% of a kept-only pass at D = 10). */
+    size_t RC = 2048, nch = (used + RC - 1) / RC;
+#pragma omp parallel for schedule(static) num_threads(f->n_threads) if (nch > 1)
+    for (size_t c = 0; c < nch; c++) {
+        size_t j0 = c * RC, j1 = j0 + RC < used ? j0 + RC : used;
+        double *out = f->stats;
+        memcpy(out + j0, f->slab + j0, (j1 - j0) * sizeof(double));
+        for (size_t s = 1; s < S; s++) {
+            const double *st = f->slab + s * f->stat_size;
+            for (size_t j = j0; j < j1; j++) out[j] += st[j];
+        }
     }
     memset(f->stats + used, 0, (f->stat_size - used) * sizeof(double));
     if (f->io_failed) {
