@@ -30,8 +30,9 @@
  * follows evaluates it; the priors the full pass recorded hold until then.
  * Each pass maximises F over the posteriors on S and each M-step over some
  * parameters with the others fixed, so F never decreases (EM checks it as
- * for dense EM). The per-row state is S_i and the kept leaves' log priors:
- * k (4 + 8) bytes per row.
+ * for dense EM). The per-row state is S_i, the kept leaves' log priors
+ * and each pair's place in its group's sort by expert (flush): k (4 + 8 +
+ * 4) bytes per row.
  */
 #include "moe_impl.h"
 
