@@ -173,8 +173,7 @@ moe_status moe_fit_create(moe_fit **out, moe_model *m, const moe_source *src,
             f->sp_keep = malloc(src->n_rows * k * sizeof(int32_t) + 1);
             f->sp_lprior = malloc(src->n_rows * k * sizeof(double) + 1);
             f->sp_pos = malloc(src->n_rows * k * sizeof(int32_t) + 1);
-            f->sp_gcnt = malloc((src->n_rows / MOE_BLOCK_ROWS + 2) * (K + 1) * sizeof(int32_t));
-            if (!f->sp_keep || !f->sp_lprior || !f->sp_pos || !f->sp_gcnt) goto oom;
+            if (!f->sp_keep || !f->sp_lprior || !f->sp_pos) goto oom;
             /* (EM's gates are linear) */
             f->sp_defer = G == 1;
             f->sp_gsave = f->sp_defer ? malloc((f->stat_size - f->off_ggrad[0]) * sizeof(double))
@@ -235,7 +234,6 @@ void moe_fit_free(moe_fit *f) {
     free(f->sp_keep);
     free(f->sp_lprior);
     free(f->sp_pos);
-    free(f->sp_gcnt);
     free(f->sp_gsave);
     free(f->bufs);
     free(f->buf_mem);

@@ -568,11 +568,10 @@ struct moe_fit {
     int32_t *sp_keep;
     double *sp_lprior;
     /* Kept passes' sort of their pairs by expert (sparse_em.c, flush): each
-     * pair's place [n_rows k] and each group's counts [(n_rows / BR + 2)
-     * (K + 1)], recorded by a cycle's first kept pass (sp_sorted 0), then
-     * used (1); a full pass, which changes the kept leaves, clears it. */
+     * pair's place in its group of blocks' sort [n_rows k], recorded by a
+     * cycle's first kept pass (sp_sorted 0), then used (1); a full pass,
+     * which changes the kept leaves, clears it. */
     int32_t *sp_pos;
-    int32_t *sp_gcnt;
     int sp_sorted;
     size_t stat_size;
     double *slab;              /* [max_slabs x stat_size] */

@@ -433,48 +433,45 @@ static void stage(const moe_fit *f, const sp_area *a, size_t roff0, const double
 
 /* A kept pass's pairs with the order the cycle's first kept pass recorded
  * (moe_fit.sp_sorted): the block's pairs straight to their places in
- * expert order, weights in ws and rows in idx (as flush sorts them), and
- * their sums to the experts' weights in st in staging order, as stage. */
+ * expert order, weights in ws and rows in idx (as flush sorts them), each
+ * expert's pairs counted in cnt[1 + j], and their sums to the experts'
+ * weights in st in staging order, as stage. */
 static void stage_sorted(const moe_fit *f, const sp_area *a, size_t roff0, size_t row,
                          const double *wt, size_t nb, const size_t *kept, const double *hk,
                          double *st) {
     size_t k = f->sparse_k, q = f->m->ed + f->m->n_out;
     const int32_t *pos = f->sp_pos + row * k;
     double *esw = st + f->off_esw;
+    if (a->pend[0] == 0) memset(a->cnt, 0, (f->m->n_leaves + 1) * sizeof(size_t));
     for (size_t i = 0, e = 0; i < nb; i++)
         for (size_t r = 0; r < k; r++, e++) {
             size_t s = (size_t)pos[e];
             double w = (wt ? wt[i] : 1.0) * hk[e];
             a->ws[s] = w;
             a->idx[s] = roff0 + i * q;
+            a->cnt[kept[e] + 1]++;
             esw[kept[e]] += w;
         }
     a->pend[0] += nb * k;
-}
-
-/* The slot of the sorted order of the kept pass's group of blocks whose
- * first row (of this process's) is row: its first block's index. */
-static size_t group_slot(const moe_fit *f, size_t row) {
-    size_t BR = MOE_BLOCK_ROWS, lo = f->lay_off;
-    return (row + lo) / BR - lo / BR;
 }
 
 /* The pending pairs' Gram updates into st, sorted by expert (counting sort,
  * pairs in staging order within an expert), each expert's run summed by
  * the tile kernel; then none pending. A kept pass's groups of blocks are
  * the same in every pass of a cycle, and so are their rows' kept leaves:
- * the first kept pass records each pair's place and each group's expert
- * counts, the others stage their pairs in place (stage_sorted) and do not
- * sort (sort and staging: 12% of a kept pass at D = 10). */
+ * the first kept pass records each pair's place, the others stage their
+ * pairs in place and count them by expert (stage_sorted) but do not sort
+ * (sort and staging: 12% of a kept pass at D = 10). */
 static void flush(const moe_fit *f, const sp_area *a, const double *u, double *st) {
     size_t n = a->pend[0], K = f->m->n_leaves, q = f->m->ed + f->m->n_out, k = f->sparse_k;
     size_t row = a->pend[2];
     a->pend[0] = a->pend[1] = 0;
     if (n == 0) return;
     int kept_pass = f->sp_pass != MOE_PASS_FULL && f->sp_pos;
-    int32_t *gc = kept_pass ? f->sp_gcnt + group_slot(f, row) * (K + 1) : NULL;
+    const size_t *ends = a->cnt; /* ends[j]: the end of expert j's pairs */
     if (kept_pass && f->sp_sorted) {
-        for (size_t j = 0; j <= K; j++) a->cnt[j] = (size_t)gc[j];
+        for (size_t j = 0; j < K; j++) a->cnt[j + 1] += a->cnt[j];
+        ends = a->cnt + 1;
     } else {
         sort_pairs(K, n, 1, a->pleaf, a->idx, a->cnt);
         int32_t *pos = kept_pass ? f->sp_pos + row * k : NULL;
@@ -484,9 +481,8 @@ static void flush(const moe_fit *f, const sp_area *a, const double *u, double *s
             a->idx[s] = a->prow[e];
             if (pos) pos[e] = (int32_t)s;
         }
-        for (size_t j = 0; j <= K && gc; j++) gc[j] = (int32_t)a->cnt[j];
     }
-    moe_sparse_runs_isa(moe_isa_best(), K, q, a->cnt, a->idx, a->ws, u, st + f->off_eg);
+    moe_sparse_runs_isa(moe_isa_best(), K, q, ends, a->idx, a->ws, u, st + f->off_eg);
 }
 
 double *moe_sparse_rows(const moe_fit *f, size_t tid, size_t nb, double *st) {
