@@ -151,7 +151,7 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
     if (m->task == MOE_TASK_REGRESSION && !direct) { /* copies of the rows u = [z, t] */
         size_t q = ed + P;
         /* (sparse EM: after the pending blocks', summed a few blocks at once) */
-        double *u = sp ? moe_sparse_rows(f, (size_t)(b - f->blocks), nb, st) : S;
+        double *u = sp ? moe_sparse_rows(f, (size_t)(b - f->blocks), row, nb, st) : S;
         for (size_t i = 0; i < nb; i++) { /* the design in 8-double moves, the last overlapping */
             const double *zi = b->ze + i * ed;
             double *ui = u + i * q;

@@ -627,15 +627,17 @@ size_t moe_sparse_iscratch(const moe_model *m, size_t k);
 void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, double *lmass,
                      size_t *kept, double *hk);
 
-/* A full pass's Gaussian experts: where thread tid writes the next block's
- * nb rows [z, t] (q doubles each), after the pending blocks' (whose Grams
- * it sums into st first when there is no room); then moe_sparse_gram adds
+/* Gaussian experts: where thread tid writes the next block's nb rows [z,
+ * t] (q doubles each; row: the block's first, this process's numbering),
+ * after the pending blocks' (whose Grams it sums into st first when there
+ * is no room). Kept passes (moe_sparse_block) stage their pairs there; a
+ * full pass's moe_sparse_gram then adds
  * the block's kept pairs, pair (i, r) weighted by wt[i] hk[i k + r] for
  * expert kept[i k + r], to the pending ones: the Gram matrices (upper
  * triangles) of a few blocks' pairs are summed at once, sorted by expert,
  * each expert's run in registers (and the slab's last at
  * moe_sparse_slab_end); the weights now. */
-double *moe_sparse_rows(const moe_fit *f, size_t tid, size_t nb, double *st);
+double *moe_sparse_rows(const moe_fit *f, size_t tid, size_t row, size_t nb, double *st);
 void moe_sparse_gram(const moe_fit *f, size_t tid, const double *wt, size_t nb,
                      const size_t *kept, const double *hk, double *st);
 /* The end of a slab (once, after its last block): a kept or refresh pass

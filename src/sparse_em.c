@@ -485,9 +485,10 @@ static void flush(const moe_fit *f, const sp_area *a, const double *u, double *s
     moe_sparse_runs_isa(moe_isa_best(), K, q, ends, a->idx, a->ws, u, st + f->off_eg);
 }
 
-double *moe_sparse_rows(const moe_fit *f, size_t tid, size_t nb, double *st) {
+double *moe_sparse_rows(const moe_fit *f, size_t tid, size_t row, size_t nb, double *st) {
     sp_area a = area(f, tid);
     if (a.pend[1] + nb > SB * MOE_BLOCK_ROWS) flush(f, &a, a.u, st);
+    if (a.pend[1] == 0) a.pend[2] = row; /* a new group's first row */
     return a.u + a.pend[1] * (f->m->ed + f->m->n_out);
 }
 
@@ -727,10 +728,9 @@ void moe_sparse_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t 
     sp_area a = area(f, tid);
     /* Gaussian experts: the block's rows [z, t] after the pending blocks'
      * (flushed first when full); their Grams wait for the flush. */
-    if (a.pend[1] + nb > SB * MOE_BLOCK_ROWS) flush(f, &a, a.u, st);
-    if (a.pend[1] == 0) a.pend[2] = row;
+    double *u = moe_sparse_rows(f, tid, row, nb, st);
     size_t *kept = a.kept;
-    double *hk = a.hk, *lj = a.lj, *pk = a.pk, *u = a.u + a.pend[1] * q, *gat = a.gat;
+    double *hk = a.hk, *lj = a.lj, *pk = a.pk, *gat = a.gat;
     const int32_t *ks = f->sp_keep + row * k;
     double *lpr = f->sp_lprior + row * k;
     const double *x = v->x + i0 * v->ld_x;
