@@ -106,9 +106,12 @@ static void derive_gate_grams(const moe_fit *f, double *st) {
     for (size_t g = 0; g < f->m->n_gates; g++) add_leaf_grams(f, g, st, st + f->off_ggram[g]);
 }
 
-/* Rows i0 .. i0 + nb - 1 of the view v are the block's rows. */
+/* Rows i0 .. i0 + nb - 1 of the view v are the block's rows. fused: sparse
+ * EM's full pass for the common model (sparse_full.c), which runs the
+ * forward pass with the choice of kept leaves. */
 static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, size_t i0,
-                             size_t nb, size_t row, int with_hess, int derived, double *st) {
+                             size_t nb, size_t row, int with_hess, int derived, int fused,
+                             double *st) {
     const moe_model *m = f->m;
     size_t K = m->n_leaves, P = m->n_out, C = m->n_cls, ed = m->ed, gd = m->gd;
     size_t NN = f->nd.n_nodes, G = m->n_gates, GR = f->nd.gate_rows;
@@ -126,7 +129,11 @@ static void accumulate_block(const moe_fit *f, moe_block *b, const moe_rows *v, 
     double *sp = f->sparse_k ? f->sp_mem + (size_t)(b - f->blocks) * f->sp_stride : NULL;
     size_t *spi = sp ? f->sp_idx + (size_t)(b - f->blocks) * f->sp_istride : NULL;
     double *sph = sp ? sp + MOE_BLOCK_ROWS : NULL; /* kept posteriors, after lmass */
-    if (sp) moe_sparse_keep(f, b, nb, row, sp, spi, sph); /* sparse_em.c */
+    if (fused)
+        moe_sparse_full_block(f, b, nb, v->x + i0 * v->ld_x, v->ld_x, v->y + i0 * v->ld_y,
+                              v->ld_y, row, sp, spi, sph);
+    else if (sp)
+        moe_sparse_keep(f, b, nb, row, sp, spi, sph); /* sparse_em.c */
     double ll = 0.0, ent = 0.0, obj = 0.0, sw = st[4]; /* sw in a register, not in st */
     for (size_t i = 0; i < nb; i++) {
         double wi = wt ? wt[i] : 1.0;
@@ -270,7 +277,7 @@ moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
     size_t lo = f->lay_off;
     size_t rseed0 = src->first_row + f->row_base - lo; /* + q: the row's global index */
     f->io_failed = 0;
-    int derived = gate_grams_derived(f);
+    int derived = gate_grams_derived(f), fusable = f->sparse_k && moe_sparse_full_fits(f);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(f->n_threads)
     for (size_t s = 0; s < S; s++) {
         int tid = omp_get_thread_num();
@@ -309,10 +316,12 @@ moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
                 const int32_t *lab = v.labels ? v.labels + i0 : NULL;
                 /* (sparse EM's full pass: log joints; moe_sparse_keep exponentiates
                  * the kept leaves') */
-                (f->sp_lean ? moe_block_forward_joint : moe_block_forward)(
-                    f->m, &f->nd, b, nb, v.x + i0 * v.ld_x, v.ld_x, y, v.ld_y, lab);
+                int fused = fusable;
+                if (!fused)
+                    (f->sp_lean ? moe_block_forward_joint : moe_block_forward)(
+                        f->m, &f->nd, b, nb, v.x + i0 * v.ld_x, v.ld_x, y, v.ld_y, lab);
                 if (f->init_mode) init_posteriors(f, b, rseed0 + q, &v, i0, nb);
-                accumulate_block(f, b, &v, i0, nb, q - lo, with_hess, derived, st);
+                accumulate_block(f, b, &v, i0, nb, q - lo, with_hess, derived, fused, st);
             }
         }
         if (f->sparse_k) moe_sparse_slab_end(f, (size_t)tid, st); /* a kept pass's last blocks */

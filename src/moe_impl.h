@@ -557,6 +557,9 @@ struct moe_fit {
      * K; its stats[3] is F, not the log-likelihood (EM asks for a pass with
      * sp_lean 0 for that). */
     int sp_lean;
+    /* Tests: sparse EM's full passes take the general path even where
+     * sparse_full.c's would do (moe_sparse_full_fits). */
+    int sp_general;
     /* Flat trees (one gate, whose posterior is 1 on every row): the gate
      * steps once a cycle, after the last kept pass, from the full pass's
      * statistics of the gate alone (saved in sp_gsave: the gate's slots,
@@ -626,6 +629,36 @@ size_t moe_sparse_iscratch(const moe_model *m, size_t k);
  * row + nb - 1 (this process's row numbers). */
 void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, double *lmass,
                      size_t *kept, double *hk);
+
+/* moe_sparse_keep's steps from the log joints, for a caller that chose
+ * each row's largest (sparse_full.c). moe_sparse_keep_choice: a row whose
+ * n <= k largest log joints l[0 .. n-1] are chosen in top (largest first,
+ * ties to the lower index): with n = 0 (no finite one) the k largest log
+ * priors lp[0 .. K-1] instead (lp a copy, which may be overwritten) and
+ * *lmass = -inf, else *lmass = 0; the rest of top filled with the first
+ * leaves not chosen (l = -inf); h[r] = l[r] - l[0]. Then, once the block's
+ * rows are chosen (their kept log joints in b->ld, nb k of them),
+ * moe_sparse_keep_tail: the posteriors hk, F_i in b->ll, the entropy in
+ * b->ent, and the rows' state (lpk[i k + r]: the kept leaves' log priors,
+ * or NULL: b->lp's). */
+void moe_sparse_keep_choice(const moe_fit *f, size_t n, double *lp, size_t *top, double *l,
+                            double *h, double *lmass);
+void moe_sparse_keep_tail(const moe_fit *f, moe_block *b, size_t nb, size_t row,
+                          const double *lmass, const size_t *kept, double *hk, const double *lpk);
+
+/* Sparse EM's full pass (lean, a flat gate's deferred step) for a flat
+ * linear gate over linear Gaussian experts with one target on the same
+ * inputs, k <= 4, on AVX-512 (sparse_full.c): moe_sparse_full_fits says
+ * whether the fit's pass can take it; moe_sparse_full_block then replaces
+ * moe_block_forward_joint and moe_sparse_keep for the block's nb rows x
+ * (rows of the inputs, leading dimension ld_x) and targets y (ld_y),
+ * leaving what accumulate_block reads next (ze, tgt, gp, ll, ent and
+ * moe_sparse_keep's outputs) with the same bits when K and the inputs
+ * are at most 64 (moe_gemm_nt's maps; BLAS's beyond). */
+int moe_sparse_full_fits(const moe_fit *f);
+void moe_sparse_full_block(const moe_fit *f, moe_block *b, size_t nb, const double *x,
+                           size_t ld_x, const double *y, size_t ld_y, size_t row, double *lmass,
+                           size_t *kept, double *hk);
 
 /* Gaussian experts: where thread tid writes the next block's nb rows [z,
  * t] (q doubles each; row: the block's first, this process's numbering),

@@ -40,6 +40,7 @@
 #include <string.h>
 #if MOE_ISA_X86
 #include <immintrin.h>
+#include "topk_lanes.h"
 #endif
 
 #if defined(__clang__)
@@ -129,29 +130,10 @@ TOPK_VERSION(avx2, __attribute__((target("avx2,fma"))))
  * rounds cost a pass over h, a scalar merge of the lanes and a store each
  * (k = 2, K = 64: 54 -> 33 ns a row alone; sparse EM's full iterations
  * 12% faster on one thread at D = 10). h is not written. */
-#define TOPK_LANES 4
-#define AVX512 __attribute__((target("avx512f"))) static inline __attribute__((always_inline))
+#define AVX512 MOE_LANES_FN
 AVX512 void lanes_insert(__m512d *m, __m512i *ix, const double *p, int64_t j0, int KC) {
-    __m512d a = _mm512_loadu_pd(p);
     __m512i j = _mm512_add_epi64(_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi64(j0));
-    __mmask8 gt[TOPK_LANES];
-    for (int r = 0; r < KC; r++) gt[r] = _mm512_cmp_pd_mask(a, m[r], _CMP_GT_OQ);
-    for (int r = KC - 1; r > 0; r--) {
-        m[r] = _mm512_mask_mov_pd(_mm512_mask_mov_pd(m[r], gt[r], a), gt[r - 1], m[r - 1]);
-        ix[r] = _mm512_mask_mov_epi64(_mm512_mask_mov_epi64(ix[r], gt[r], j), gt[r - 1], ix[r - 1]);
-    }
-    m[0] = _mm512_mask_mov_pd(m[0], gt[0], a);
-    ix[0] = _mm512_mask_mov_epi64(ix[0], gt[0], j);
-}
-/* The list whose head index is bi (one lane at most) loses its head. */
-AVX512 void lanes_pop(__m512d *m, __m512i *ix, int64_t bi, double lo, int KC) {
-    __mmask8 p = _mm512_cmpeq_epi64_mask(ix[0], _mm512_set1_epi64(bi));
-    for (int r = 0; r + 1 < KC; r++) {
-        m[r] = _mm512_mask_mov_pd(m[r], p, m[r + 1]);
-        ix[r] = _mm512_mask_mov_epi64(ix[r], p, ix[r + 1]);
-    }
-    m[KC - 1] = _mm512_mask_mov_pd(m[KC - 1], p, _mm512_set1_pd(lo));
-    ix[KC - 1] = _mm512_mask_mov_epi64(ix[KC - 1], p, _mm512_set1_epi64(-1));
+    moe_lanes_insert(m, ix, _mm512_loadu_pd(p), j, KC);
 }
 AVX512 size_t topk_lanes(const double *h, size_t K, double lo, size_t *top, double *vals, int KC) {
     __m512d ma[TOPK_LANES], mb[TOPK_LANES];
@@ -185,8 +167,8 @@ AVX512 size_t topk_lanes(const double *h, size_t K, double lo, size_t *top, doub
         int64_t bi = _mm512_reduce_min_epi64(_mm512_min_epi64(ca, cb));
         top[n] = (size_t)bi;
         vals[n] = h[bi];
-        lanes_pop(ma, ia, bi, lo, KC);
-        lanes_pop(mb, ib, bi, lo, KC);
+        moe_lanes_pop(ma, ia, bi, lo, KC);
+        moe_lanes_pop(mb, ib, bi, lo, KC);
     }
     return n;
 }
@@ -228,9 +210,10 @@ static void fill_top(size_t K, size_t k, size_t n, size_t *top, double *vals, co
  * passes that follow (its kept leaves and their log priors). A flat gate's
  * deferred step with Gaussian experts reads no posterior slot in this
  * pass (estep.c: the gate's targets are 0, the experts take the kept
- * pairs): then they stay unwritten. */
+ * pairs): then they stay unwritten. lpk: the kept leaves' log priors, or
+ * NULL: b->lp's. */
 static void keep_row(const moe_fit *f, moe_block *b, size_t i, size_t row, const size_t *top,
-                     const double *h) {
+                     const double *h, const double *lpk) {
     const moe_model *m = f->m;
     size_t K = m->n_leaves, NN = f->nd.n_nodes, G = m->n_gates, k = f->sparse_k;
     double *post = b->post + i * NN;
@@ -247,7 +230,7 @@ static void keep_row(const moe_fit *f, moe_block *b, size_t i, size_t row, const
         double *lp = f->sp_lprior + (row + i) * k;
         for (size_t r = 0; r < k; r++) {
             ks[r] = (int32_t)top[r];
-            lp[r] = b->lp[i * NN + G + top[r]];
+            lp[r] = lpk ? lpk[r] : b->lp[i * NN + G + top[r]];
         }
     }
 }
@@ -265,6 +248,40 @@ static void exp_rows(size_t nb, size_t k, double *hk, double *sum, double *lsum)
     moe_vlog(lsum, sum, nb);
 }
 
+void moe_sparse_keep_choice(const moe_fit *f, size_t n, double *lp, size_t *top, double *l,
+                            double *h, double *lmass) {
+    size_t K = f->m->n_leaves, k = f->sparse_k;
+    *lmass = 0.0;
+    if (n == 0) {
+        /* No leaf gives the target any density: the posteriors fall back
+         * to the k largest priors, renormalised; the row's F is -inf. */
+        n = (size_t)moe_sparse_topk_isa(moe_isa_best(), lp, K, k, -INFINITY, top, l);
+        *lmass = -INFINITY;
+    }
+    fill_top(K, k, n, top, l, NULL);
+    for (size_t r = 0; r < k; r++) h[r] = n > 0 ? l[r] - l[0] : 0.0;
+}
+
+void moe_sparse_keep_tail(const moe_fit *f, moe_block *b, size_t nb, size_t row,
+                          const double *lmass, const size_t *kept, double *hk, const double *lpk) {
+    size_t k = f->sparse_k;
+    const double *lk = b->ld;
+    /* log h = lj - F_i, so the entropy -sum h log h needs no log */
+    exp_rows(nb, k, hk, b->ent, b->ll);
+    for (size_t i = 0; i < nb; i++) {
+        double *h = hk + i * k, inv = 1.0 / b->ent[i];
+        const double *l = lk + i * k;
+        double fi = l[0] + b->ll[i], e = 0.0;
+        for (size_t r = 0; r < k; r++) {
+            h[r] *= inv;
+            if (h[r] > 0.0) e -= h[r] * (l[r] - fi);
+        }
+        b->ent[i] = e;
+        b->ll[i] = isfinite(lmass[i]) ? fi : -INFINITY;
+        keep_row(f, b, i, row, kept + i * k, h, lpk ? lpk + i * k : NULL);
+    }
+}
+
 /* moe_sparse_keep from the leaves' log joints (moe_fit.sp_lean): the k
  * largest log joints, their posteriors exp(lj - max) / sum over the kept
  * leaves, F_i = max + log sum in b->ll (lmass 0): k exps a row, not K. */
@@ -275,33 +292,12 @@ static void keep_joint(const moe_fit *f, moe_block *b, size_t nb, size_t row, do
     double *lk = b->ld; /* the kept log joints; ld is moe_block_forward_joint's scratch (K > k) */
     int isa = moe_isa_best();
     for (size_t i = 0; i < nb; i++) {
-        double *lj = b->post + i * NN + G, *l = lk + i * k, *h = hk + i * k;
-        size_t *top = kept + i * k;
-        size_t n = (size_t)moe_sparse_topk_isa(isa, lj, K, k, -INFINITY, top, l);
-        lmass[i] = 0.0;
-        if (n == 0) {
-            /* No leaf gives the target any density: the posteriors fall back
-             * to the k largest priors, renormalised; the row's F is -inf. */
-            memcpy(lj, b->lp + i * NN + G, K * sizeof(double));
-            n = (size_t)moe_sparse_topk_isa(isa, lj, K, k, -INFINITY, top, l);
-            lmass[i] = -INFINITY;
-        }
-        fill_top(K, k, n, top, l, NULL);
-        for (size_t r = 0; r < k; r++) h[r] = n > 0 ? l[r] - l[0] : 0.0;
+        double *lj = b->post + i * NN + G;
+        size_t n = (size_t)moe_sparse_topk_isa(isa, lj, K, k, -INFINITY, kept + i * k, lk + i * k);
+        if (n == 0) memcpy(lj, b->lp + i * NN + G, K * sizeof(double)); /* (b->lp kept) */
+        moe_sparse_keep_choice(f, n, lj, kept + i * k, lk + i * k, hk + i * k, lmass + i);
     }
-    /* log h = lj - F_i, so the entropy -sum h log h needs no log */
-    exp_rows(nb, k, hk, b->ent, b->ll);
-    for (size_t i = 0; i < nb; i++) {
-        double *h = hk + i * k, *l = lk + i * k, inv = 1.0 / b->ent[i], fi = l[0] + b->ll[i];
-        double e = 0.0;
-        for (size_t r = 0; r < k; r++) {
-            h[r] *= inv;
-            if (h[r] > 0.0) e -= h[r] * (l[r] - fi);
-        }
-        b->ent[i] = e;
-        b->ll[i] = isfinite(lmass[i]) ? fi : -INFINITY;
-        keep_row(f, b, i, row, kept + i * k, h);
-    }
+    moe_sparse_keep_tail(f, b, nb, row, lmass, kept, hk, NULL);
 }
 
 void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, double *lmass,
@@ -324,7 +320,7 @@ void moe_sparse_keep(const moe_fit *f, moe_block *b, size_t nb, size_t row, doub
         double inv = mass > 0.0 ? 1.0 / mass : 0.0;
         for (size_t r = 0; r < k; r++) val[r] *= inv;
         ms[i] = mass;
-        keep_row(f, b, i, row, top, val);
+        keep_row(f, b, i, row, top, val, NULL);
     }
     /* The kept mass's log and the kept posteriors' entropy, with the logs of
      * the whole block at once (vmath.c). */

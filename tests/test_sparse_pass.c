@@ -11,7 +11,9 @@
  * pairs. Both must equal the definition, computed here from the model's
  * parameters and the kept leaves and priors the full pass recorded. And a
  * cycle's first kept pass records its groups' sort of the pairs by
- * expert, which the others reuse: the same statistics, bit for bit.
+ * expert, which the others reuse: the same statistics, bit for bit. And a
+ * full pass's fused path for a flat gate (sparse_full.c, on AVX-512) gives
+ * the general path's statistics and kept sets, bit for bit.
  *
  * Data (seed 77): the 8 experts on the circle of tests/test_sparse_em.c.
  */
@@ -75,24 +77,31 @@ static void reference_part(const moe_fit *f, double *grad) {
 /* A model of k = 2 sparse EM after a few iterations (gate on cols, NULL:
  * the experts'), then a full pass and two kept passes that sum the gate's
  * posterior part, the second reusing the first's sort. */
-static void check_gate_part(const size_t *gate_cols, const char *what) {
-    moe_dataset d;
-    memset(&d, 0, sizeof d);
-    d.n_rows = N;
-    d.n_cols = 2;
-    d.x = X;
-    d.ld_x = 2;
-    d.n_outputs = 1;
-    d.y = Y;
-    d.ld_y = 1;
+/* The first n rows, and sparse EM's parameters for a flat tree of K
+ * experts keeping k: one start, iterations, seed, two threads. */
+static moe_train_params setup(moe_dataset *d, size_t n, size_t K, int k, int iters, int seed) {
+    memset(d, 0, sizeof *d);
+    d->n_rows = n;
+    d->n_cols = 2;
+    d->x = X;
+    d->ld_x = 2;
+    d->n_outputs = 1;
+    d->y = Y;
+    d->ld_y = 1;
     moe_train_params p = moe_train_params_default();
     p.tree.n_levels = 1;
-    p.tree.branching[0] = K_EXP;
+    p.tree.branching[0] = K;
     p.n_restarts = 1;
-    p.max_iter = 6;
-    p.seed = 11;
-    p.sparse_k = 2;
+    p.max_iter = iters;
+    p.seed = (uint64_t)seed;
+    p.sparse_k = k;
     p.n_threads = 2;
+    return p;
+}
+
+static void check_gate_part(const size_t *gate_cols, const char *what) {
+    moe_dataset d;
+    moe_train_params p = setup(&d, N, K_EXP, 2, 6, 11);
     if (gate_cols) {
         p.n_gate_cols = 2;
         p.gate_cols = gate_cols;
@@ -144,6 +153,71 @@ static void check_gate_part(const size_t *gate_cols, const char *what) {
     moe_model_free(m);
 }
 
+/* A full pass (lean, the gate's prior part) of a model of K experts fitted
+ * with k kept, on the first n rows (with row `far` moved far from every
+ * expert, when it is below n: no leaf gives it a density, so it keeps the
+ * largest priors), fused and general. */
+static void check_fused(size_t K, int k, size_t n, size_t far, const char *what) {
+    moe_dataset d;
+    moe_train_params p = setup(&d, n, K, k, 5, 5);
+    moe_model *m = NULL;
+    moe_fit *f = NULL;
+    moe_error err;
+    REQUIRE(moe_train(&d, &p, &m, &err) == MOE_STATUS_OK, "%s", err.message);
+    double y_far = far < n ? Y[far] : 0.0;
+    if (far < n) Y[far] = 1e300;
+    moe_source src = moe_source_from_dataset(&d);
+    int ok = moe_fit_create(&f, m, &src, &p) == MOE_STATUS_OK &&
+             moe_fit_prepare(f, &err) == MOE_STATUS_OK;
+    CHECK(ok, "%s: fit state", what);
+    CHECK(!ok || !moe_isa_has(MOE_ISA_AVX512) || (f->sp_lean = 1, f->sp_gate_part = MOE_GATE_PRIOR,
+                                                  moe_sparse_full_fits(f)),
+          "%s: the fused path does not take this model", what);
+    double *s[2] = {NULL, NULL}, *lp[2] = {NULL, NULL};
+    int32_t *ks[2] = {NULL, NULL};
+    for (int g = 0; g < 2 && ok; g++) {
+        f->sp_pass = MOE_PASS_FULL;
+        f->sp_lean = 1;
+        f->sp_gate_part = MOE_GATE_PRIOR;
+        f->sp_general = g;
+        ok = moe_fit_pass(f, &err) == MOE_STATUS_OK;
+        s[g] = malloc(f->stat_size * sizeof(double));
+        lp[g] = malloc(n * (size_t)k * sizeof(double));
+        ks[g] = malloc(n * (size_t)k * sizeof(int32_t));
+        ok = ok && s[g] && lp[g] && ks[g];
+        CHECK(ok, "%s: pass: %s", what, err.message);
+        if (!ok) break;
+        memcpy(s[g], f->stats, f->stat_size * sizeof(double));
+        memcpy(lp[g], f->sp_lprior, n * (size_t)k * sizeof(double));
+        memcpy(ks[g], f->sp_keep, n * (size_t)k * sizeof(int32_t));
+    }
+    if (ok) {
+        printf("  %s: F %.17g (fused) and %.17g\n", what, s[0][0], s[1][0]);
+        CHECK(far >= n || s[0][0] == -INFINITY, "%s: F %g with a row of no density", what,
+              s[0][0]);
+        CHECK(memcmp(s[0], s[1], f->stat_size * sizeof(double)) == 0,
+              "%s: the statistics differ", what);
+        CHECK(memcmp(ks[0], ks[1], n * (size_t)k * sizeof(int32_t)) == 0 &&
+                  memcmp(lp[0], lp[1], n * (size_t)k * sizeof(double)) == 0,
+              "%s: the kept sets or their priors differ", what);
+    }
+    for (int g = 0; g < 2; g++) {
+        free(s[g]);
+        free(lp[g]);
+        free(ks[g]);
+    }
+    if (far < n) Y[far] = y_far;
+    moe_fit_free(f);
+    moe_model_free(m);
+}
+
+static void test_fused_full_pass(void) {
+    check_fused(8, 2, N, N, "K = 8, k = 2");
+    check_fused(13, 3, N - 3, N, "K = 13, k = 3, the last block's rows not a multiple of 8");
+    check_fused(9, 1, 2000, 1234, "K = 9, k = 1, a row of no density");
+    check_fused(21, 4, 3001, 17, "K = 21, k = 4, a row of no density");
+}
+
 static void test_gate_part_from_grams(void) {
     check_gate_part(NULL, "gate on the experts' inputs");
 }
@@ -157,5 +231,6 @@ int main(void) {
     make_data();
     RUN(test_gate_part_from_grams);
     RUN(test_gate_part_summed);
+    RUN(test_fused_full_pass);
     return check_finish();
 }
