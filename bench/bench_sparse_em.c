@@ -19,6 +19,11 @@
  *     and each retry costs it a full pass);
  *   - with "converge" last: also to convergence (tol 1e-6, at most 300
  *     iterations): time, iterations and the log-likelihood reached.
+ * Each per-iteration figure is the fastest of REPEATS runs, dense and
+ * sparse EM's runs alternating: on a shared machine another tenant's
+ * work stretches a run now and then, and sparse EM's iterations (a few
+ * milliseconds, two threads meeting at a barrier several times each) more
+ * than dense EM's (ten runs of one run each at D = 10 gave 7.9-10.1x).
  *
  *   bench_sparse_em [N [D [K [k [converge]]]]]      defaults 100000 32 64 2
  */
@@ -58,6 +63,8 @@ static int kind_iter(const moe_iter_info *info, void *user) {
 }
 
 static kind_timer last_kinds; /* of the latest per_iter run */
+
+#define REPEATS 3 /* runs of each per-iteration figure, the fastest reported */
 
 /* Seconds per iteration of a fit (tol 0: exactly iters iterations; else to
  * convergence), its log-likelihood into *ll and iterations into *it. */
@@ -138,11 +145,23 @@ int main(int argc, char **argv) {
     d.ld_y = 1;
     double ll[3], cl[2];
     int it, ci[2];
-    double td = per_iter(&d, K, 0, 10, 30, 0.0, &ll[0], &it);
-    double ts = per_iter(&d, K, k, 10, 30, 0.0, &ll[1], &it);
+    double td = INFINITY, ts = INFINITY, tf = INFINITY, td2 = INFINITY, ts2 = INFINITY, ld2[2];
     kind_timer kinds = last_kinds;
-    double tf = per_iter(&d, K, k, 1, 30, 0.0, &ll[2], &it);
-    printf("sparse EM, N = %zu, D = %zu, K = %zu, k = %d (all threads)\n", N, D, K, k);
+    for (int r = 0; r < REPEATS; r++) {
+        td = fmin(td, per_iter(&d, K, 0, 10, 30, 0.0, &ll[0], &it));
+        double t = per_iter(&d, K, k, 10, 30, 0.0, &ll[1], &it);
+        if (t < ts) {
+            ts = t;
+            kinds = last_kinds;
+        }
+        tf = fmin(tf, per_iter(&d, K, k, 1, 30, 0.0, &ll[2], &it));
+    }
+    for (int r = 0; r < REPEATS; r++) {
+        td2 = fmin(td2, per_iter(&d, K, 0, 10, 200, 0.0, &ld2[0], &it));
+        ts2 = fmin(ts2, per_iter(&d, K, k, 10, 200, 0.0, &ld2[1], &it));
+    }
+    printf("sparse EM, N = %zu, D = %zu, K = %zu, k = %d (all threads; the fastest of %d runs)\n",
+           N, D, K, k, REPEATS);
     printf("  30 iterations          s/iter   speed-up   loglik after 30\n");
     printf("  dense EM             %8.4f   %8s   %.1f\n", td, "", ll[0]);
     printf("  sparse EM            %8.4f   %7.1fx   %.1f\n", ts, td / ts, ll[1]);
@@ -151,9 +170,6 @@ int main(int argc, char **argv) {
            " (%.1fx faster than dense)\n",
            kinds.sum[0] / kinds.n[0], kinds.sum[1] / kinds.n[1], kinds.sum[2] / kinds.n[2],
            td / (kinds.sum[2] / kinds.n[2]));
-    double ld2[2];
-    double td2 = per_iter(&d, K, 0, 10, 200, 0.0, &ld2[0], &it);
-    double ts2 = per_iter(&d, K, k, 10, 200, 0.0, &ld2[1], &it);
     printf("  200 iterations (retried steps included): dense %.4f s/iter (loglik %.1f), sparse "
            "%.4f s/iter (loglik %.1f): %.1fx\n",
            td2, ld2[0], ts2, ld2[1], td2 / ts2);
