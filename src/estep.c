@@ -277,7 +277,7 @@ moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
     size_t lo = f->lay_off;
     size_t rseed0 = src->first_row + f->row_base - lo; /* + q: the row's global index */
     f->io_failed = 0;
-    int derived = gate_grams_derived(f), fusable = f->sparse_k && moe_sparse_full_fits(f);
+    int derived = gate_grams_derived(f), fused = f->sparse_k && moe_sparse_full_fits(f);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(f->n_threads)
     for (size_t s = 0; s < S; s++) {
         int tid = omp_get_thread_num();
@@ -315,8 +315,7 @@ moe_status moe_fit_pass(moe_fit *f, moe_error *err) {
                 const double *y = v.y ? v.y + i0 * v.ld_y : NULL;
                 const int32_t *lab = v.labels ? v.labels + i0 : NULL;
                 /* (sparse EM's full pass: log joints; moe_sparse_keep exponentiates
-                 * the kept leaves') */
-                int fused = fusable;
+                 * the kept leaves'; or sparse_full.c's path, in accumulate_block) */
                 if (!fused)
                     (f->sp_lean ? moe_block_forward_joint : moe_block_forward)(
                         f->m, &f->nd, b, nb, v.x + i0 * v.ld_x, v.ld_x, y, v.ld_y, lab);
