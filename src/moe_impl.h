@@ -646,8 +646,8 @@ void moe_sparse_keep_choice(const moe_fit *f, size_t n, double *lp, size_t *top,
 void moe_sparse_keep_tail(const moe_fit *f, moe_block *b, size_t nb, size_t row,
                           const double *lmass, const size_t *kept, double *hk, const double *lpk);
 
-/* Sparse EM's full pass (lean, a flat gate's deferred step) for a flat
- * linear gate over linear Gaussian experts with one target on the same
+/* Sparse EM's full pass (lean: a flat gate's deferred step, or every
+ * iteration full) for a flat linear gate over linear Gaussian experts with one target on the same
  * inputs, k <= 4, on AVX-512 (sparse_full.c): moe_sparse_full_fits says
  * whether the fit's pass can take it; moe_sparse_full_block then replaces
  * moe_block_forward_joint and moe_sparse_keep for the block's nb rows x

@@ -4,7 +4,9 @@
  * gate and experts on the same inputs, k <= 4, on AVX-512.
  *
  * The pass asks every leaf of every row for its log joint, keeps the k
- * largest and sums the gate's prior part -sum w g z (estep.c). The general
+ * largest and sums the gate's prior part -sum w g z (estep.c; or, with
+ * every iteration full, the gate's whole gradient, from the kept leaves'
+ * posterior slots). The general
  * path (moe_block_forward_joint, moe_sparse_keep) runs phase by phase over
  * a block of 256 rows with the leaves as the vector lanes: each phase reads
  * and writes nb K arrays (K = 64: 128 KB each, out of L1), and each row's
@@ -44,7 +46,8 @@
 int moe_sparse_full_fits(const moe_fit *f) {
 #if MOE_ISA_X86
     const moe_model *m = f->m;
-    return f->sp_lean && !f->sp_general && f->sp_gate_part == MOE_GATE_PRIOR &&
+    return f->sp_lean && !f->sp_general &&
+           (f->sp_gate_part == MOE_GATE_PRIOR || f->sp_gate_part == MOE_GATE_WHOLE) &&
            f->sparse_k <= TOPK_LANES &&
            moe_isa_best() == MOE_ISA_AVX512 && m->task == MOE_TASK_REGRESSION && m->n_out == 1 &&
            !m->log_var && m->n_gates == 1 && m->gnet.n_hidden == 0 && m->enet.n_hidden == 0 &&
@@ -232,8 +235,8 @@ AVX512 void full_block(const moe_fit *f, moe_block *b, size_t nb, const double *
     }
     for (size_t i0 = 0; i0 < nb; i0 += 8)
         rows8(f, b, i0, nb - i0 < 8 ? nb - i0 : 8, il, dt, zt, lt, mt, et, lmass, kept, hk,
-              b->ld, b->post);
-    moe_sparse_keep_tail(f, b, nb, row, lmass, kept, hk, b->post);
+              b->ld, b->lp);
+    moe_sparse_keep_tail(f, b, nb, row, lmass, kept, hk, b->lp);
 }
 #endif
 

@@ -153,13 +153,16 @@ static void check_gate_part(const size_t *gate_cols, const char *what) {
     moe_model_free(m);
 }
 
-/* A full pass (lean, the gate's prior part) of a model of K experts fitted
- * with k kept, on the first n rows (with row `far` moved far from every
- * expert, when it is below n: no leaf gives it a density, so it keeps the
- * largest priors), fused and general. */
-static void check_fused(size_t K, int k, size_t n, size_t far, const char *what) {
+/* A full pass (lean, the gate's prior part, or with every iteration full
+ * the gate's whole gradient) of a model of K experts fitted with k kept,
+ * on the first n rows (with row `far` moved far from every expert, when it
+ * is below n: no leaf gives it a density, so it keeps the largest priors),
+ * fused and general. */
+static void check_fused(size_t K, int k, size_t n, size_t far, int all_full, const char *what) {
     moe_dataset d;
     moe_train_params p = setup(&d, n, K, k, 5, 5);
+    p.sparse_full = all_full ? 1 : 10;
+    int part = all_full ? MOE_GATE_WHOLE : MOE_GATE_PRIOR;
     moe_model *m = NULL;
     moe_fit *f = NULL;
     moe_error err;
@@ -170,15 +173,15 @@ static void check_fused(size_t K, int k, size_t n, size_t far, const char *what)
     int ok = moe_fit_create(&f, m, &src, &p) == MOE_STATUS_OK &&
              moe_fit_prepare(f, &err) == MOE_STATUS_OK;
     CHECK(ok, "%s: fit state", what);
-    CHECK(!ok || !moe_isa_has(MOE_ISA_AVX512) || (f->sp_lean = 1, f->sp_gate_part = MOE_GATE_PRIOR,
-                                                  moe_sparse_full_fits(f)),
+    CHECK(!ok || !moe_isa_has(MOE_ISA_AVX512) ||
+              (f->sp_lean = 1, f->sp_gate_part = part, moe_sparse_full_fits(f)),
           "%s: the fused path does not take this model", what);
     double *s[2] = {NULL, NULL}, *lp[2] = {NULL, NULL};
     int32_t *ks[2] = {NULL, NULL};
     for (int g = 0; g < 2 && ok; g++) {
         f->sp_pass = MOE_PASS_FULL;
         f->sp_lean = 1;
-        f->sp_gate_part = MOE_GATE_PRIOR;
+        f->sp_gate_part = part;
         f->sp_general = g;
         ok = moe_fit_pass(f, &err) == MOE_STATUS_OK;
         s[g] = malloc(f->stat_size * sizeof(double));
@@ -188,8 +191,13 @@ static void check_fused(size_t K, int k, size_t n, size_t far, const char *what)
         CHECK(ok, "%s: pass: %s", what, err.message);
         if (!ok) break;
         memcpy(s[g], f->stats, f->stat_size * sizeof(double));
-        memcpy(lp[g], f->sp_lprior, n * (size_t)k * sizeof(double));
-        memcpy(ks[g], f->sp_keep, n * (size_t)k * sizeof(int32_t));
+        if (f->sp_keep) { /* (the rows' state, kept between passes) */
+            memcpy(lp[g], f->sp_lprior, n * (size_t)k * sizeof(double));
+            memcpy(ks[g], f->sp_keep, n * (size_t)k * sizeof(int32_t));
+        } else {
+            memset(lp[g], 0, n * (size_t)k * sizeof(double));
+            memset(ks[g], 0, n * (size_t)k * sizeof(int32_t));
+        }
     }
     if (ok) {
         printf("  %s: F %.17g (fused) and %.17g\n", what, s[0][0], s[1][0]);
@@ -212,10 +220,12 @@ static void check_fused(size_t K, int k, size_t n, size_t far, const char *what)
 }
 
 static void test_fused_full_pass(void) {
-    check_fused(8, 2, N, N, "K = 8, k = 2");
-    check_fused(13, 3, N - 3, N, "K = 13, k = 3, the last block's rows not a multiple of 8");
-    check_fused(9, 1, 2000, 1234, "K = 9, k = 1, a row of no density");
-    check_fused(21, 4, 3001, 17, "K = 21, k = 4, a row of no density");
+    check_fused(8, 2, N, N, 0, "K = 8, k = 2");
+    check_fused(13, 3, N - 3, N, 0, "K = 13, k = 3, the last block's rows not a multiple of 8");
+    check_fused(9, 1, 2000, 1234, 0, "K = 9, k = 1, a row of no density");
+    check_fused(21, 4, 3001, 17, 0, "K = 21, k = 4, a row of no density");
+    check_fused(8, 2, N, N, 1, "K = 8, k = 2, every iteration full (the gate's whole gradient)");
+    check_fused(11, 3, 5003, 4000, 1, "K = 11, k = 3, every iteration full, a row of no density");
 }
 
 static void test_gate_part_from_grams(void) {
