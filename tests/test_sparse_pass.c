@@ -24,7 +24,7 @@
 #define K_EXP 8
 #define LOG_2PI 1.8378770664093454836
 
-static double X[N * 2], Y[N];
+static double X[N * 2], Y[N], W[N];
 
 static void make_data(void) {
     check_gen s = {77};
@@ -35,6 +35,7 @@ static void make_data(void) {
         X[i * 2 + 1] = 4.0 * sin(a) + 0.7 * check_gen_norm(&s);
         Y[i] = (j - 3.5) + ((j % 2) ? -1.0 : 1.0) * X[i * 2] + 0.25 * (j - 4) * X[i * 2 + 1] +
                0.2 * check_gen_norm(&s);
+        W[i] = 0.25 * (double)(i % 7); /* (some rows weigh 0) */
     }
 }
 
@@ -157,10 +158,12 @@ static void check_gate_part(const size_t *gate_cols, const char *what) {
  * the gate's whole gradient) of a model of K experts fitted with k kept,
  * on the first n rows (with row `far` moved far from every expert, when it
  * is below n: no leaf gives it a density, so it keeps the largest priors),
- * fused and general. */
-static void check_fused(size_t K, int k, size_t n, size_t far, int all_full, const char *what) {
+ * fused and general; with case weights W when weighted. */
+static void check_fused(size_t K, int k, size_t n, size_t far, int all_full, int weighted,
+                        const char *what) {
     moe_dataset d;
     moe_train_params p = setup(&d, n, K, k, 5, 5);
+    if (weighted) d.weights = W;
     p.sparse_full = all_full ? 1 : 10;
     int part = all_full ? MOE_GATE_WHOLE : MOE_GATE_PRIOR;
     moe_model *m = NULL;
@@ -220,12 +223,14 @@ static void check_fused(size_t K, int k, size_t n, size_t far, int all_full, con
 }
 
 static void test_fused_full_pass(void) {
-    check_fused(8, 2, N, N, 0, "K = 8, k = 2");
-    check_fused(13, 3, N - 3, N, 0, "K = 13, k = 3, the last block's rows not a multiple of 8");
-    check_fused(9, 1, 2000, 1234, 0, "K = 9, k = 1, a row of no density");
-    check_fused(21, 4, 3001, 17, 0, "K = 21, k = 4, a row of no density");
-    check_fused(8, 2, N, N, 1, "K = 8, k = 2, every iteration full (the gate's whole gradient)");
-    check_fused(11, 3, 5003, 4000, 1, "K = 11, k = 3, every iteration full, a row of no density");
+    check_fused(8, 2, N, N, 0, 0, "K = 8, k = 2");
+    check_fused(13, 3, N - 3, N, 0, 1,
+                "K = 13, k = 3, case weights, the last block's rows not a multiple of 8");
+    check_fused(9, 1, 2000, 1234, 0, 0, "K = 9, k = 1, a row of no density");
+    check_fused(21, 4, 3001, 17, 0, 0, "K = 21, k = 4, a row of no density");
+    check_fused(8, 2, N, N, 1, 0, "K = 8, k = 2, every iteration full (the gate's whole gradient)");
+    check_fused(11, 3, 5003, 4000, 1, 1,
+                "K = 11, k = 3, case weights, every iteration full, a row of no density");
 }
 
 static void test_gate_part_from_grams(void) {
