@@ -86,44 +86,37 @@ __attribute__((target("avx512f"))) static inline void transpose8(__m512d r[8]) {
     }
 }
 
-/* Leaves o and o + 1's gate logits and means for the 8 rows whose inputs
- * are zt (d vectors), into lt and mt (8 doubles a leaf): moe_gemm_nt's
- * sums, z_0 w_0 + z_1 w_1 + ... in order, each product and sum rounded. */
-AVX512 void maps2(const double *zt, size_t d, const double *wa, const double *wb,
-                  const double *ca, const double *cb, double *lt, double *mt) {
-    __m512d z = _mm512_load_pd(zt);
-    __m512d a0 = _mm512_mul_pd(z, _mm512_set1_pd(wa[0])), a1 = _mm512_mul_pd(z, _mm512_set1_pd(wb[0]));
-    __m512d c0 = _mm512_mul_pd(z, _mm512_set1_pd(ca[0])), c1 = _mm512_mul_pd(z, _mm512_set1_pd(cb[0]));
-    for (size_t j = 1; j < d; j++) {
-        z = _mm512_load_pd(zt + 8 * j);
-        a0 = _mm512_add_pd(a0, _mm512_mul_pd(z, _mm512_set1_pd(wa[j])));
-        a1 = _mm512_add_pd(a1, _mm512_mul_pd(z, _mm512_set1_pd(wb[j])));
-        c0 = _mm512_add_pd(c0, _mm512_mul_pd(z, _mm512_set1_pd(ca[j])));
-        c1 = _mm512_add_pd(c1, _mm512_mul_pd(z, _mm512_set1_pd(cb[j])));
-    }
-    _mm512_store_pd(lt, a0);
-    _mm512_store_pd(lt + 8, a1);
-    _mm512_store_pd(mt, c0);
-    _mm512_store_pd(mt + 8, c1);
-}
+#define INLINE_AVX512                                                                           \
+    __attribute__((target("avx512f"))) static inline __attribute__((always_inline))
 
-AVX512 void maps1(const double *zt, size_t d, const double *wa, const double *ca, double *lt,
-                  double *mt) {
-    __m512d z = _mm512_load_pd(zt);
-    __m512d a0 = _mm512_mul_pd(z, _mm512_set1_pd(wa[0])), c0 = _mm512_mul_pd(z, _mm512_set1_pd(ca[0]));
+/* The gate logits and means of n leaves (1 or 2, a constant where
+ * inlined: their four chains hide the additions' latency), gate rows w and
+ * expert rows c (d each), for the 8 rows whose inputs are zt (d vectors),
+ * into lt and mt (8 doubles a leaf): moe_gemm_nt's sums, z_0 w_0 + z_1 w_1
+ * + ... in order, each product and sum rounded. */
+INLINE_AVX512 void maps(const double *zt, size_t d, const double *w, const double *c, int n,
+                        double *lt, double *mt) {
+    __m512d a[2], e[2], z = _mm512_load_pd(zt);
+    for (int r = 0; r < n; r++) {
+        a[r] = _mm512_mul_pd(z, _mm512_set1_pd(w[(size_t)r * d]));
+        e[r] = _mm512_mul_pd(z, _mm512_set1_pd(c[(size_t)r * d]));
+    }
     for (size_t j = 1; j < d; j++) {
         z = _mm512_load_pd(zt + 8 * j);
-        a0 = _mm512_add_pd(a0, _mm512_mul_pd(z, _mm512_set1_pd(wa[j])));
-        c0 = _mm512_add_pd(c0, _mm512_mul_pd(z, _mm512_set1_pd(ca[j])));
+        for (int r = 0; r < n; r++) {
+            a[r] = _mm512_add_pd(a[r], _mm512_mul_pd(z, _mm512_set1_pd(w[(size_t)r * d + j])));
+            e[r] = _mm512_add_pd(e[r], _mm512_mul_pd(z, _mm512_set1_pd(c[(size_t)r * d + j])));
+        }
     }
-    _mm512_store_pd(lt, a0);
-    _mm512_store_pd(mt, c0);
+    for (int r = 0; r < n; r++) {
+        _mm512_store_pd(lt + 8 * r, a[r]);
+        _mm512_store_pd(mt + 8 * r, e[r]);
+    }
 }
 
 /* The probabilities p = e inv into et, and the log joints lp + -0.5 (dt +
  * u^2), u = (t - mean) / sd, into each lane's list of its KC largest (a
  * constant where inlined: the lists and their masks stay in registers). */
-#define INLINE_AVX512 __attribute__((target("avx512f"))) static inline __attribute__((always_inline))
 INLINE_AVX512 void joints(size_t K, const double *il, const double *dt, const double *lt,
                           const double *mt, double *et, __m512d t, __m512d sh, __m512d inv,
                           __m512d *ml, __m512i *ix, int KC) {
@@ -159,9 +152,8 @@ AVX512 void rows8(const moe_fit *f, moe_block *b, size_t i0, size_t nv, const do
     __m512d t = _mm512_maskz_loadu_pd(valid, b->tgt + i0);
     size_t o = 0;
     for (; o + 2 <= K; o += 2)
-        maps2(zt, d, m->gate_coef + o * d, m->gate_coef + (o + 1) * d, m->coef + o * d,
-              m->coef + (o + 1) * d, lt + 8 * o, mt + 8 * o);
-    if (o < K) maps1(zt, d, m->gate_coef + o * d, m->coef + o * d, lt + 8 * o, mt + 8 * o);
+        maps(zt, d, m->gate_coef + o * d, m->coef + o * d, 2, lt + 8 * o, mt + 8 * o);
+    if (o < K) maps(zt, d, m->gate_coef + o * d, m->coef + o * d, 1, lt + 8 * o, mt + 8 * o);
     /* the gate's softmax: max, exps and their sum in leaf order */
     __m512d mx = _mm512_set1_pd(-INFINITY);
     for (o = 0; o < K; o++) mx = _mm512_max_pd(_mm512_load_pd(lt + 8 * o), mx);
