@@ -81,8 +81,7 @@ static int gate_grams_derived(const moe_fit *f) {
     const moe_model *m = f->m;
     return m->task == MOE_TASK_REGRESSION && f->sp_pass == MOE_PASS_FULL &&
            m->gnet.n_hidden == 0 && m->enet.n_hidden == 0 && m->top_k == 0 && !m->log_var &&
-           m->gd == m->ed && m->n_gcols == m->n_ecols &&
-           (m->n_gcols == 0 || memcmp(m->gcols, m->ecols, m->n_gcols * sizeof(size_t)) == 0);
+           m->gd == m->ed && moe_gates_share_columns(m);
 }
 
 /* Add the z-block (rows and columns < gd, upper triangle) of the Gram of

@@ -325,13 +325,13 @@ MOE_ISA_INLINE void standardise(const moe_model *m, size_t nb, const double *x, 
     }
 }
 
-static int gates_share_columns(const moe_model *m) {
+int moe_gates_share_columns(const moe_model *m) {
     return m->n_gcols == m->n_ecols &&
            (m->n_gcols == 0 || memcmp(m->gcols, m->ecols, m->n_gcols * sizeof(size_t)) == 0);
 }
 
 const double *moe_block_zg(const moe_model *m, const moe_block *b) {
-    return m->gnet.n_hidden == 0 && gates_share_columns(m) ? b->ze : b->zg;
+    return m->gnet.n_hidden == 0 && moe_gates_share_columns(m) ? b->ze : b->zg;
 }
 
 /* moe_block_gates, compiled once per instruction set (isa: which, for the
@@ -352,7 +352,7 @@ MOE_ISA_INLINE void block_gates(const moe_model *m, const moe_nodes *nd, moe_blo
     /* Gates on the experts' columns (the default) get the same numbers:
      * linear ones read them in ze (moe_block_zg), MLP ones from a copy. */
     const double *zg = moe_block_zg(m, b);
-    if (zg == b->zg && gates_share_columns(m))
+    if (zg == b->zg && moe_gates_share_columns(m))
         memcpy(b->zg, b->ze, nb * gd * sizeof(double));
     else if (zg == b->zg)
         standardise(m, nb, x, ld, m->gcols, m->n_gcols, ig, b->zg, m->gd, 0);

@@ -305,6 +305,9 @@ void moe_standardise_rows(const moe_model *m, size_t nb, const double *x, size_t
  * linear gates on the experts' columns (b->zg is then left unwritten),
  * else b->zg. */
 const double *moe_block_zg(const moe_model *m, const moe_block *b);
+/* Whether the gates read the experts' input columns, in the same order
+ * (the default): then their standardised inputs are the same numbers. */
+int moe_gates_share_columns(const moe_model *m);
 
 /* Expert outputs for the block: eo (means on the standardised scale, or
  * per-expert log class probabilities). Needs ze from moe_block_gates. */

@@ -30,7 +30,6 @@
 #include "moe_impl.h"
 
 #include <math.h>
-#include <string.h>
 #if MOE_ISA_X86
 #include <immintrin.h>
 #include "topk_lanes.h"
@@ -51,8 +50,7 @@ int moe_sparse_full_fits(const moe_fit *f) {
            f->sparse_k <= TOPK_LANES &&
            moe_isa_best() == MOE_ISA_AVX512 && m->task == MOE_TASK_REGRESSION && m->n_out == 1 &&
            !m->log_var && m->n_gates == 1 && m->gnet.n_hidden == 0 && m->enet.n_hidden == 0 &&
-           m->top_k == 0 && m->coef_rows == 1 && m->gd == m->ed && m->n_gcols == m->n_ecols &&
-           (m->n_gcols == 0 || memcmp(m->gcols, m->ecols, m->n_gcols * sizeof(size_t)) == 0);
+           m->top_k == 0 && m->coef_rows == 1 && m->gd == m->ed && moe_gates_share_columns(m);
 #else
     (void)f;
     return 0;
